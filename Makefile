@@ -1,0 +1,64 @@
+# gallerytag: two commands for a newcomer, `make demo` and `make test`; both run `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gallerytag-setup
+DEMO_DIR ?= demo-output
+DEMO_PER_CLASS ?= 100
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-data test test-fast lint format bench lock clean
+
+## setup: create .venv, install the pinned stack, build Horovod (cached); a no-op when up to date
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml third_party/horovod/build.sh third_party/horovod/xla-gpu-only.patch
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip==25.3"
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	bash third_party/horovod/build.sh $(VENV)
+	$(PY) -m pip check
+	@touch $@
+	@echo "setup: done ($(VENV))"
+
+## demo: build a Fashion-MNIST gallery, ingest -> train (horovodrun -np 2) -> evaluate -> tag
+demo: setup demo-data
+	$(VENV)/bin/gallerytag demo --out $(DEMO_DIR) --per-class $(DEMO_PER_CLASS)
+
+## demo-data: Debian's Fashion-MNIST package where we may install it (else Keras downloads it)
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+demo-data:
+	@test -f $(FASHION) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; }; } || \
+	  echo "demo: dataset-fashion-mnist is not installed; Keras will try to download Fashion-MNIST"
+
+## test: the whole test suite (what CI runs)
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: skip the minutes-long tests marked slow
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) bench/ingest.py
+
+## lock: re-resolve constraints.txt from requirements.txt (needs the package registry)
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -r requirements.txt
+	.lock-venv/bin/pip freeze > constraints.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) local_outputs

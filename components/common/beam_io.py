@@ -1,0 +1,87 @@
+"""Beam plumbing shared by the ingest and tag pipelines: runner defaults, JSONL sinks, commit.
+
+Both pipelines stage their files under `<out>/.staging-<id>/` and publish them with
+`commit_staged`, which writes a marker file last: no marker, no complete output.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+import apache_beam as beam
+
+from components.common import storage
+
+
+def default_beam_args(beam_args: list[str]) -> list[str]:
+    """Use all local cores with the DirectRunner unless the caller chose a runner or mode."""
+    if any(arg.startswith("--runner") for arg in beam_args):
+        return beam_args
+    defaults = []
+    if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
+        defaults.append("--direct_running_mode=multi_processing")
+    if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
+        defaults.append("--direct_num_workers=0")  # 0 = one worker per core
+    return defaults + beam_args
+
+
+def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int = 1) -> None:
+    """Write dict rows as JSON lines: one file named `path`, or `path-SSSSS-of-NNNNN.jsonl`."""
+    template = "" if shards == 1 else "-SSSSS-of-NNNNN"
+    suffix = "" if shards == 1 else ".jsonl"
+    _ = (
+        rows
+        | f"{name}ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
+        | f"Write{name}"
+        >> beam.io.WriteToText(
+            path, num_shards=shards, shard_name_template=template, file_name_suffix=suffix
+        )
+    )
+
+
+def write_json_value(value: beam.PCollection, path: str, name: str) -> None:
+    """Write a single-element PCollection as one JSON file at `path`."""
+    _ = (
+        value
+        | f"{name}ToJson" >> beam.Map(json.dumps)
+        | f"Write{name}" >> beam.io.WriteToText(path, num_shards=1, shard_name_template="")
+    )
+
+
+def new_staging_dir(out: str) -> str:
+    """Create and return a fresh staging folder inside `out`."""
+    staging = storage.join(out, f".staging-{uuid.uuid4().hex[:12]}")
+    storage.makedirs(staging)
+    return staging
+
+
+def read_json(path: str) -> object:
+    """Read a JSON file written by `write_json_value`."""
+    return json.loads(storage.read_text(path))
+
+
+def commit_staged(
+    staging: str,
+    out: str,
+    marker: str,
+    marker_text: str,
+    is_previous_output: Callable[[str], bool],
+) -> None:
+    """Publish staged files into `out`, replacing an earlier run's; write `marker` last.
+
+    Files whose names start with "_" stay in staging (pipeline-internal figures).
+    """
+    marker_path = storage.join(out, marker)
+    if storage.exists(marker_path):
+        storage.delete(marker_path)  # from here until the end, `out` is visibly incomplete
+    for old in storage.list_files(out, recursive=False):
+        if is_previous_output(old.rsplit("/", 1)[-1]):
+            storage.delete(old)
+    for staged in storage.list_files(staging):
+        name = staged.rsplit("/", 1)[-1]
+        if not name.startswith("_"):
+            storage.move(staged, storage.join(out, name))
+    storage.write_text(marker_path, marker_text)
+    storage.delete(staging, recursive=True)

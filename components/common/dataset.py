@@ -1,0 +1,77 @@
+"""The ingested-dataset contract: manifest.json plus TFRecord shards per split.
+
+Ingest writes it, train and evaluate read it; this module is the one place that knows the
+feature names and the manifest fields, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.common import storage
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "validation", "test")
+MANIFEST_NAME = "manifest.json"
+
+FEATURE_IMAGE = "image/encoded"
+FEATURE_LABEL = "image/label"
+FEATURE_HASH = "image/content_hash"
+FEATURE_URI = "image/source_uri"
+
+
+class DatasetError(ValueError):
+    """The dataset directory is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class Manifest:
+    """What manifest.json says about an ingested dataset."""
+
+    labels: list[str]
+    image_size: int
+    resize_mode: str
+    source: str
+    counts: dict[str, dict[str, int]]  # split -> label -> images
+    shards: dict[str, list[str]]  # split -> shard file names
+    dataset_hash: str
+    totals: dict[str, int] = field(default_factory=dict)  # seen, accepted, rejected, duplicates
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def split_size(self, split: str) -> int:
+        """Number of images in one split."""
+        return sum(self.counts.get(split, {}).values())
+
+    def to_json(self) -> str:
+        """Serialise with stable key order (the file is diffed and hashed by people)."""
+        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+
+def read_manifest(dataset_dir: str) -> Manifest:
+    """Load and check a dataset's manifest; a missing one means the dataset is not complete."""
+    path = storage.join(dataset_dir, MANIFEST_NAME)
+    if not storage.exists(path):
+        raise DatasetError(
+            f"{dataset_dir} is not a complete gallerytag dataset: {MANIFEST_NAME} is missing. "
+            f"Run `gallerytag ingest SOURCE --out {dataset_dir}` (again) to create it."
+        )
+    raw = json.loads(storage.read_text(path))
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise DatasetError(
+            f"{path} has schema_version {raw.get('schema_version')!r}; this gallerytag reads "
+            f"{SCHEMA_VERSION}. Re-ingest the source with this version."
+        )
+    return Manifest(**raw)
+
+
+def shard_paths(dataset_dir: str, manifest: Manifest, split: str) -> list[str]:
+    """Full paths of one split's shards, checking that each one is really there."""
+    paths = [storage.join(dataset_dir, name) for name in manifest.shards.get(split, [])]
+    missing = [p for p in paths if not storage.exists(p)]
+    if missing:
+        raise DatasetError(f"{dataset_dir}: shard(s) listed in the manifest are missing: {missing}")
+    return paths

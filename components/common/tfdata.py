@@ -1,0 +1,55 @@
+"""tf.data input from dataset shards (train, evaluate): shard by rank, decode, augment, batch."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components.common import dataset
+
+AUTOTUNE = tf.data.AUTOTUNE
+FEATURES = {
+    dataset.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+    dataset.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _decode(image_size: int):
+    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = tf.io.parse_single_example(serialized, FEATURES)
+        image = tf.io.decode_jpeg(example[dataset.FEATURE_IMAGE], channels=3)
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        return tf.cast(image, tf.float32), example[dataset.FEATURE_LABEL]
+
+    return decode
+
+
+def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    image = tf.image.random_flip_left_right(image)
+    image = tf.image.random_brightness(image, max_delta=0.1 * 255.0)
+    return tf.clip_by_value(image, 0.0, 255.0), label
+
+
+def make_dataset(
+    files: list[str],
+    image_size: int,
+    batch_size: int,
+    *,
+    training: bool,
+    augment: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (float32 RGB 0..255 images, int64 labels) for one worker.
+
+    Training data is sharded by worker, shuffled and repeated forever (the loop takes a fixed
+    number of steps so all workers stay in lock-step); evaluation data is read once.
+    """
+    records = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
+    records = records.shard(num_shards, shard_index)
+    if training:
+        records = records.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
+    images = records.map(_decode(image_size), num_parallel_calls=AUTOTUNE)
+    if training and augment:
+        images = images.map(_augment, num_parallel_calls=AUTOTUNE)
+    return images.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)

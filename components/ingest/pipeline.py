@@ -1,0 +1,338 @@
+"""Beam pipeline: class folders -> validated, deduplicated, split TFRecord shards.
+
+list -> read/decode (rejects to rejected.jsonl) -> exact dedupe -> split -> resize -> shards.
+Everything is staged under the output and moved into place before manifest.json is written
+last, so a killed run never leaves a dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components.common import beam_io, dataset, storage
+from components.common.images import (
+    DecodeLimits,
+    ImageRejected,
+    decode_image,
+    encode_jpeg,
+    fit_image,
+)
+from components.common.images import content_hash as hash_bytes
+from components.ingest.core import (
+    IngestConfig,
+    assign_split,
+    combine_digests,
+    pick_kept,
+    record_digest,
+    validate_label,
+)
+
+log = logging.getLogger(__name__)
+NAMESPACE = "gallerytag.ingest"
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """Counts of one ingest run; seen == accepted + rejected + duplicates."""
+
+    out: str
+    seen: int
+    accepted: int
+    rejected: int
+    duplicates: int
+    dataset_hash: str
+    counts: dict[str, dict[str, int]]
+    rejected_reasons: dict[str, int]
+
+
+def folder_labels(source: str) -> list[str]:
+    """The class labels of a folder-per-class source: its sub-folder names, validated."""
+    if not storage.exists(source):
+        raise FileNotFoundError(f"source {source} does not exist")
+    labels = [validate_label(name) for name in storage.list_dirs(source)]
+    if not labels:
+        raise ValueError(
+            f"{source} has no class sub-folders; expected {source}/<label>/<image files>"
+        )
+    return labels
+
+
+class ListSource(beam.DoFn):
+    """Expand the source into (uri, label); a file outside any label folder gets label ""."""
+
+    def __init__(self, source: str, labels: list[str]) -> None:
+        self.source = source
+        self.labels = labels
+
+    def process(self, label: str) -> Iterator[tuple[str, str]]:
+        """Yield the files of one label folder; label "" stands for the source's top level."""
+        if label == "":
+            for uri in storage.list_files(self.source, recursive=False):
+                yield uri, ""
+            return
+        for uri in storage.list_files(storage.join(self.source, label)):
+            yield uri, label
+
+
+class DecodeAndResize(beam.DoFn):
+    """Read one file, validate it by content and resize it; rejects go to a tagged output."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.seen = Metrics.counter(NAMESPACE, "seen")
+        self.accepted = Metrics.counter(NAMESPACE, "decoded")
+
+    def process(self, element: tuple[str, str]) -> Iterator:
+        """Emit a record dict for a usable image, or a rejection row."""
+        uri, label = element
+        self.seen.inc()
+        if not label:
+            yield self._reject(uri, label, "not_in_label_folder", "put it in <source>/<label>/")
+            return
+        try:
+            data = storage.read_bytes(uri)
+        except Exception as error:  # a vanished or unreadable object is a rejection, not a crash
+            yield self._reject(uri, label, "unreadable_file", str(error))
+            return
+        try:
+            limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
+            image = decode_image(data, limits, (self.config.image_size, self.config.resize_mode))
+            pixels = fit_image(image, self.config.image_size, self.config.resize_mode)
+        except ImageRejected as rejection:
+            yield self._reject(uri, label, rejection.reason, rejection.detail)
+            return
+        self.accepted.inc()
+        yield {
+            "uri": uri,
+            "label": label,
+            "hash": hash_bytes(data),
+            "jpeg": encode_jpeg(pixels, self.config.jpeg_quality),
+        }
+
+    def _reject(self, uri: str, label: str, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
+        Metrics.counter(NAMESPACE, f"rejected_{reason}").inc()
+        row = {"uri": uri, "label": label, "reason": reason, "detail": detail}
+        return beam.pvalue.TaggedOutput(self.REJECTED, row)
+
+
+class KeepOnePerHash(beam.DoFn):
+    """Keep one record per content hash; report the others as duplicates."""
+
+    DUPLICATES = "duplicates"
+
+    def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
+        """Emit the kept record and a duplicates row for each other copy."""
+        _, records = element
+        records = list(records)
+        kept_uri = pick_kept([r["uri"] for r in records])
+        kept = next(r for r in records if r["uri"] == kept_uri)
+        labels = sorted({r["label"] for r in records})
+        for record in records:
+            if record is kept:
+                continue
+            Metrics.counter(NAMESPACE, "duplicates").inc()
+            yield beam.pvalue.TaggedOutput(
+                self.DUPLICATES,
+                {
+                    "uri": record["uri"],
+                    "label": record["label"],
+                    "kept_uri": kept_uri,
+                    "kept_label": kept["label"],
+                    "kind": "exact",
+                    "label_conflict": len(labels) > 1,
+                },
+            )
+        yield kept
+
+
+def to_example(record: dict, label_ids: dict[str, int]) -> bytes:
+    """Serialise one accepted record as a tf.train.Example."""
+    import tensorflow as tf  # imported in the worker: only shard writing needs TF
+
+    def _bytes(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    features = {
+        dataset.FEATURE_IMAGE: _bytes(record["jpeg"]),
+        dataset.FEATURE_LABEL: tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[label_ids[record["label"]]])
+        ),
+        dataset.FEATURE_HASH: _bytes(record["hash"].encode()),
+        dataset.FEATURE_URI: _bytes(record["uri"].encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+class SummariseFn(beam.CombineFn):
+    """Counts per split and label plus the order-independent dataset digest, in O(labels) memory."""
+
+    def create_accumulator(self) -> tuple[dict, int]:
+        """Start empty."""
+        return {}, 0
+
+    def add_input(self, accumulator: tuple[dict, int], record: dict) -> tuple[dict, int]:
+        """Count one record."""
+        counts, digest = accumulator
+        key = f"{record['split']}/{record['label']}"
+        counts[key] = counts.get(key, 0) + 1
+        return counts, digest + record_digest(record["hash"], record["label"], record["split"])
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[dict, int]]) -> tuple[dict, int]:
+        """Add partial counts."""
+        merged: dict[str, int] = {}
+        total = 0
+        for counts, digest in accumulators:
+            for key, value in counts.items():
+                merged[key] = merged.get(key, 0) + value
+            total += digest
+        return merged, total
+
+    def extract_output(self, accumulator: tuple[dict, int]) -> dict:
+        """JSON-ready output."""
+        counts, digest = accumulator
+        return {"counts": counts, "digest": str(digest)}
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, source: str, labels: list[str], staging: str, config: IngestConfig
+) -> None:
+    """Attach the ingest transforms to `pipeline`, writing every output under `staging`."""
+    label_ids = {label: index for index, label in enumerate(labels)}
+    files = (
+        pipeline
+        | "Labels" >> beam.Create(["", *labels])
+        | "ListFiles" >> beam.ParDo(ListSource(source, labels))
+        | "Distribute" >> beam.Reshuffle()
+    )
+    decoded = files | "DecodeAndResize" >> beam.ParDo(DecodeAndResize(config)).with_outputs(
+        DecodeAndResize.REJECTED, main="images"
+    )
+    deduped = (
+        decoded.images
+        | "KeyByHash" >> beam.Map(lambda record: (record["hash"], record))
+        | "GroupByHash" >> beam.GroupByKey()
+        | "KeepOnePerHash"
+        >> beam.ParDo(KeepOnePerHash()).with_outputs(KeepOnePerHash.DUPLICATES, main="kept")
+    )
+    split = deduped.kept | "AssignSplit" >> beam.Map(
+        lambda record: {**record, "split": assign_split(record["hash"], config.split_ratios)}
+    )
+    by_split = split | "PartitionBySplit" >> beam.Partition(
+        lambda record, _: dataset.SPLITS.index(record["split"]), len(dataset.SPLITS)
+    )
+    for name, records in zip(dataset.SPLITS, by_split, strict=True):
+        _ = (
+            records
+            | f"Serialize{name}" >> beam.Map(to_example, label_ids)
+            | f"Write{name}"
+            >> beam.io.WriteToTFRecord(
+                storage.join(staging, name),
+                file_name_suffix=".tfrecord",
+                num_shards=config.shards_per_split,
+            )
+        )
+    rejected = decoded[DecodeAndResize.REJECTED]
+    beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
+    duplicates = deduped[KeepOnePerHash.DUPLICATES]
+    beam_io.write_jsonl(duplicates, storage.join(staging, "duplicates.jsonl"), "Duplicates")
+    summary = split | "Summarise" >> beam.CombineGlobally(SummariseFn())
+    beam_io.write_json_value(summary, storage.join(staging, "_summary.json"), "Summary")
+    # "seen" is counted from the listing, independently of the outcomes, so that
+    # seen == accepted + rejected + duplicates is a real check that no file was lost.
+    outcomes = (
+        (files | "Seen" >> beam.Map(lambda _: "seen"),
+         rejected | "RejectReason" >> beam.Map(lambda row: f"rejected/{row['reason']}"),
+         duplicates | "Duplicate" >> beam.Map(lambda _: "duplicates"))
+        | "AllOutcomes" >> beam.Flatten()
+        | "CountOutcomes" >> beam.combiners.Count.PerElement()
+        | "CollectOutcomes" >> beam.combiners.ToDict()
+    )  # fmt: skip
+    beam_io.write_json_value(outcomes, storage.join(staging, "_outcomes.json"), "Outcomes")
+
+
+def run(
+    source: str,
+    out: str,
+    config: IngestConfig = IngestConfig(),
+    beam_args: list[str] | None = None,
+    test_pipeline: beam.Pipeline | None = None,
+) -> IngestSummary:
+    """Ingest a folder-per-class source into a dataset directory and return its counts."""
+    source = source.rstrip("/")
+    out = out.rstrip("/")
+    labels = folder_labels(source)
+    staging = beam_io.new_staging_dir(out)
+    options = PipelineOptions(beam_io.default_beam_args(beam_args or []))
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_pipeline(pipeline, source, labels, staging, config)
+    pipeline.run().wait_until_finish()
+
+    summary = beam_io.read_json(storage.join(staging, "_summary.json"))
+    outcomes = beam_io.read_json(storage.join(staging, "_outcomes.json"))
+    seen = outcomes.get("seen", 0)
+    duplicates = outcomes.get("duplicates", 0)
+    reasons = {
+        key.split("/", 1)[1]: value
+        for key, value in outcomes.items()
+        if key.startswith("rejected/")
+    }
+    rejected = sum(reasons.values())
+    counts: dict[str, dict[str, int]] = {split: {} for split in dataset.SPLITS}
+    for key, value in summary["counts"].items():
+        split_name, label = key.split("/", 1)
+        counts[split_name][label] = value
+    accepted = sum(sum(per_label.values()) for per_label in counts.values())
+    dataset_hash = combine_digests(int(summary["digest"]), labels, config)
+    shards = {
+        split_name: sorted(
+            uri.rsplit("/", 1)[-1]
+            for uri in storage.list_files(staging)
+            if uri.rsplit("/", 1)[-1].startswith(f"{split_name}-")
+        )
+        for split_name in dataset.SPLITS
+    }
+    if seen != accepted + rejected + duplicates:
+        raise RuntimeError(
+            f"ingest lost track of files: saw {seen}, accounted for "
+            f"{accepted + rejected + duplicates} (staged output kept in {staging})"
+        )
+    totals = {
+        "seen": seen,
+        "accepted": accepted,
+        "rejected": rejected,
+        "duplicates": duplicates,
+    }
+    manifest = dataset.Manifest(
+        labels=labels,
+        image_size=config.image_size,
+        resize_mode=config.resize_mode,
+        source=source,
+        counts=counts,
+        shards=shards,
+        dataset_hash=dataset_hash,
+        totals=totals,
+        rejected_reasons=reasons,
+        config=config.as_dict(),
+    )
+    beam_io.commit_staged(
+        staging,
+        out,
+        dataset.MANIFEST_NAME,
+        manifest.to_json(),
+        lambda name: name.endswith(".tfrecord") or name in ("rejected.jsonl", "duplicates.jsonl"),
+    )
+    return IngestSummary(
+        out=out,
+        dataset_hash=dataset_hash,
+        counts=counts,
+        rejected_reasons=reasons,
+        **totals,
+    )

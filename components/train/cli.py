@@ -1,0 +1,46 @@
+"""`gallerytag train`: the command-line adapter of Horovod training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from components.train.config import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+@click.command()
+@click.option("--data", required=True, help="Dataset directory written by `gallerytag ingest`.")
+@click.option("--workers", default=DEFAULTS.workers, show_default=True, help="Horovod processes.")
+@click.option("--backbone", default=DEFAULTS.backbone, show_default=True)
+@click.option(
+    "--weights", default=DEFAULTS.weights, show_default=True,
+    help="imagenet, none, or a local weights file.",
+)  # fmt: skip
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, help="Per worker.")
+@click.option("--head-epochs", default=DEFAULTS.head_epochs, show_default=True)
+@click.option("--finetune-epochs", default=DEFAULTS.finetune_epochs, show_default=True)
+@click.option("--finetune-blocks", default=DEFAULTS.finetune_blocks, show_default=True)
+@click.option("--learning-rate", default=DEFAULTS.learning_rate, show_default=True)
+@click.option(
+    "--finetune-learning-rate", default=DEFAULTS.finetune_learning_rate, show_default=True
+)
+@click.option("--experiment", default=DEFAULTS.experiment, show_default=True)
+@click.option(
+    "--registered-model", default=DEFAULTS.registered_model, show_default=True,
+    help="Model Registry name to register the trained model under.",
+)  # fmt: skip
+@click.option("--tracking-uri", default=None, help="MLflow server (default: $MLFLOW_TRACKING_URI, "
+              "else a local one under $GALLERYTAG_HOME).")  # fmt: skip
+def train(tracking_uri: str | None, **options: object) -> None:
+    """Fine-tune a tagger on an ingested dataset with Horovod; log one MLflow run."""
+    from components.train.launcher import train as run_training
+
+    config = dataclasses.replace(DEFAULTS, **options)
+    result = run_training(config, tracking_uri)
+    click.echo(f"run id: {result.run_id}")
+    click.echo(f"model: {result.model_uri}")
+    if result.version:
+        click.echo(f"registered: models:/{result.registered_model}/{result.version}")

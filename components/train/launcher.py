@@ -1,0 +1,77 @@
+"""Start a training: check inputs, make MLflow reachable, then run N Horovod workers.
+
+Everything that can be wrong with the request is checked here, in seconds, before any
+worker process (and its TensorFlow import) starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.common import dataset
+from components.common.tracking import tracking
+from components.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished training produced."""
+
+    run_id: str
+    model_uri: str
+    registered_model: str | None
+    version: str | None
+
+
+def preflight(config: TrainConfig) -> dataset.Manifest:
+    """Reject a bad request with a message naming the fix, before anything expensive runs."""
+    from models.registry import BACKBONES  # light: the registry table imports no weights
+
+    if config.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}")
+    if config.workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {config.workers}")
+    manifest = dataset.read_manifest(config.data)
+    if manifest.split_size("train") == 0:
+        raise dataset.DatasetError(
+            f"{config.data} has no training images; ingest more images or change split ratios"
+        )
+    if len(manifest.labels) < 2:
+        raise dataset.DatasetError(
+            f"{config.data} has {len(manifest.labels)} label(s); a tagger needs at least 2"
+        )
+    dataset.shard_paths(config.data, manifest, "train")
+    return manifest
+
+
+def worker_command(config_file: Path, result_file: Path, workers: int) -> list[str]:
+    """The command line that runs the workers: plain python for 1, horovodrun for N."""
+    worker = [sys.executable, "-m", "components.train.worker"]
+    worker += ["--config", str(config_file), "--result", str(result_file)]
+    if workers == 1:
+        return worker
+    horovodrun = str(Path(sys.executable).parent / "horovodrun")
+    # Horovod: Gloo over loopback needs no MPI and no ssh for workers on this host.
+    return [horovodrun, "-np", str(workers), "-H", f"localhost:{workers}", "--gloo", *worker]
+
+
+def train(config: TrainConfig, tracking_uri: str | None = None) -> TrainResult:
+    """Run a whole training and return its MLflow run and registered model."""
+    preflight(config)
+    with tracking(tracking_uri), tempfile.TemporaryDirectory(prefix="gallerytag-train-") as tmp:
+        config_file = Path(tmp, "config.json")
+        result_file = Path(tmp, "result.json")
+        config_file.write_text(config.to_json())
+        command = worker_command(config_file, result_file, config.workers)
+        completed = subprocess.run(command, check=False)
+        if completed.returncode != 0 or not result_file.exists():
+            raise RuntimeError(
+                f"training workers failed (exit code {completed.returncode}); "
+                "the first error above names the cause"
+            )
+        return TrainResult(**json.loads(result_file.read_text()))

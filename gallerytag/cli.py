@@ -1,0 +1,51 @@
+"""The `gallerytag` command: one sub-command per pipeline step, plus the demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Quiet TensorFlow's C++ start-up chatter before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click
+
+from components.evaluate.cli import evaluate
+from components.ingest.cli import ingest
+from components.tag.cli import tag
+from components.train.cli import train
+from gallerytag.demo import demo
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def cli(verbose: bool) -> None:
+    """Ingest, train, evaluate and tag image galleries."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for command in (ingest, train, evaluate, tag, demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point; turns expected failures into one clear line."""
+    from components.common.dataset import DatasetError
+    from components.common.tracking import TrackingUnavailable
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+    except (DatasetError, TrackingUnavailable, FileNotFoundError, ValueError) as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
+    except RuntimeError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None

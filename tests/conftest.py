@@ -1,0 +1,83 @@
+"""Shared fixtures: a real GCS emulator (tests/gcs_emulator.py), a real MLflow server, images."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest_plugins = ["tests.gcs_emulator"]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend) on loopback for the whole session."""
+    from components.common.tracking import LocalStore, local_server
+
+    home = tmp_path_factory.mktemp("mlflow-home")
+    with local_server(LocalStore(home)) as uri:
+        yield uri
+
+
+@pytest.fixture
+def tracking_env(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow (and child processes) at the session's server."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    return mlflow_server
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an RGB array as JPEG."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def pattern_image(kind: int, seed: int, size: int = 64) -> np.ndarray:
+    """A synthetic photo whose class is visible: kind 0 = horizontal stripes, 1 = vertical,
+    2 = bright centre square; noise and offsets make every image different."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
+    period = int(rng.integers(6, 12))
+    offset = int(rng.integers(0, period))
+    if kind == 0:
+        rows = ((np.arange(size) + offset) // (period // 2)) % 2 == 0
+        image[rows, :, :] = 220
+    elif kind == 1:
+        cols = ((np.arange(size) + offset) // (period // 2)) % 2 == 0
+        image[:, cols, :] = 220
+    else:
+        low, high = size // 4 + offset % 4, 3 * size // 4 - offset % 4
+        image[low:high, low:high, :] = 230
+    return image
+
+
+def write_pattern_gallery(root: Path, per_class: int, labels: tuple[str, ...]) -> Path:
+    """A folder-per-class gallery of distinct synthetic JPEGs."""
+    for kind, label in enumerate(labels):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            pixels = pattern_image(kind, seed=1000 * kind + index)
+            (folder / f"{label}_{index:03d}.jpg").write_bytes(jpeg_bytes(pixels))
+    return root
+
+
+def write_broken_files(folder: Path) -> dict[str, str]:
+    """The bad-input trio of the foundation issue; returns file name -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = jpeg_bytes(pattern_image(0, seed=999))
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a photo at all\n")
+    return {"truncated.jpg": "truncated", "empty.jpg": "empty_file", "notes.jpg": "not_an_image"}
