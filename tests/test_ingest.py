@@ -118,5 +118,5 @@ def test_incomplete_dataset_is_refused(tmp_path: Path) -> None:
     """A directory without manifest.json (e.g. a killed ingest) is not a dataset."""
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "train-00000-of-00004.tfrecord").write_bytes(b"")
-    with pytest.raises(dataset.DatasetError, match="manifest.json is missing"):
+    with pytest.raises(dataset.DatasetError, match=r"manifest\.json is missing"):
         dataset.read_manifest(str(tmp_path / "half"))

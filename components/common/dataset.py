@@ -40,6 +40,7 @@ class Manifest:
     totals: dict[str, int] = field(default_factory=dict)  # seen, accepted, rejected, duplicates
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. classes too small to split
     schema_version: int = SCHEMA_VERSION
 
     def split_size(self, split: str) -> int:

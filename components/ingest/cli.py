@@ -39,6 +39,14 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     "--max-pixels", default=100_000_000, show_default=True,
     help="Reject images with more pixels (decompression bombs).",
 )  # fmt: skip
+@click.option(
+    "--near-duplicate-distance", default=10, show_default=True,
+    help="Max differing bits (of 256) of the perceptual hash for near-duplicates; -1 = off.",
+)  # fmt: skip
+@click.option(
+    "--small-class-policy", type=click.Choice(["warn", "error"]), default="warn",
+    show_default=True, help="What to do when a label gets no image in some split.",
+)  # fmt: skip
 @click.pass_context
 def ingest(
     ctx: click.Context,
@@ -50,9 +58,14 @@ def ingest(
     shards: int,
     min_side: int,
     max_pixels: int,
+    near_duplicate_distance: int,
+    small_class_policy: str,
 ) -> None:
-    """Validate, deduplicate and split SOURCE (a folder with one sub-folder per label) into
-    TFRecord shards under --out. Extra arguments go to Beam, e.g. --runner DataflowRunner."""
+    """Validate, deduplicate and split SOURCE into TFRecord shards under --out.
+
+    SOURCE is a folder with one sub-folder per label, or a CSV/JSONL manifest of
+    uri,label[,split]; local paths or gs://. Extra arguments go to Beam, e.g.
+    --runner DataflowRunner --project P --region R --temp_location gs://B/tmp."""
     from components.ingest.pipeline import run
 
     config = IngestConfig(
@@ -62,6 +75,8 @@ def ingest(
         min_side=min_side,
         max_pixels=max_pixels,
         shards_per_split=shards,
+        near_duplicate_distance=near_duplicate_distance,
+        small_class_policy=small_class_policy,
     )
     summary = run(source, out, config, beam_args=list(ctx.args))
     click.echo(
@@ -72,4 +87,6 @@ def ingest(
         click.echo(f"  {split_name:<10} {sum(per_label.values()):>7} images")
     for reason, count in sorted(summary.rejected_reasons.items()):
         click.echo(f"  rejected {reason}: {count}")
+    for warning in summary.warnings:
+        click.echo(f"  warning: {warning}")
     click.echo(f"dataset {summary.out} (hash {summary.dataset_hash[:12]})")

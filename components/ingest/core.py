@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from components.common.dataset import SPLITS
 
 HASH_SPACE = 16**16
+PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class IngestConfig:
     max_pixels: int = 100_000_000
     shards_per_split: int = 4
     jpeg_quality: int = 95
+    near_duplicate_distance: int = 10  # max differing bits of 256; -1 turns it off
+    small_class_policy: str = "warn"  # "warn" or "error" when a label misses a split
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("pad", "crop"):
@@ -33,6 +43,12 @@ class IngestConfig:
             raise ValueError(f"split_ratios needs three non-negative numbers: {self.split_ratios}")
         if abs(sum(self.split_ratios) - 1.0) > 1e-6:
             raise ValueError(f"split_ratios must sum to 1, got {sum(self.split_ratios)}")
+        if self.small_class_policy not in ("warn", "error"):
+            raise ValueError("small_class_policy must be 'warn' or 'error'")
+        if not -1 <= self.near_duplicate_distance < PHASH_SIZE * PHASH_SIZE // 4:
+            raise ValueError(
+                f"near_duplicate_distance {self.near_duplicate_distance} is out of range"
+            )
         if self.image_size < 16:
             raise ValueError(f"image_size {self.image_size} is too small (minimum 16)")
 
@@ -82,3 +98,85 @@ def combine_digests(digests_sum: int, labels: list[str], config: IngestConfig) -
 def pick_kept(uris: list[str]) -> str:
     """Choose deterministically which of several identical files is kept (the smallest URI)."""
     return min(uris)
+
+
+def perceptual_hash(image: Image.Image) -> int:
+    """A 256-bit DCT perceptual hash that survives resizing and recompression."""
+    return int(str(imagehash.phash(image, hash_size=PHASH_SIZE)), 16)
+
+
+def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:
+    """Split the hash into max_distance + 1 bands: two hashes within max_distance bits of each
+    other agree exactly on at least one band (pigeonhole), so bands make good bucket keys."""
+    bits = PHASH_SIZE * PHASH_SIZE
+    bands = max_distance + 1
+    keys = []
+    for band in range(bands):
+        low, high = band * bits // bands, (band + 1) * bits // bands
+        keys.append((band, (phash >> low) & ((1 << (high - low)) - 1)))
+    return keys
+
+
+def close_pairs(
+    members: list[tuple[str, str, int]], max_distance: int
+) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
+    """Pairs ((uri, label), (uri, label)) of one bucket whose hashes differ in <= max_distance
+    bits; each pair once, smaller URI first."""
+    ordered = sorted(members)
+    for i, (uri_a, label_a, hash_a) in enumerate(ordered):
+        for uri_b, label_b, hash_b in ordered[i + 1 :]:
+            if (hash_a ^ hash_b).bit_count() <= max_distance:
+                yield (uri_a, label_a), (uri_b, label_b)
+
+
+def near_duplicate_groups(
+    pairs: Iterable[tuple[tuple[str, str], tuple[str, str]]],
+) -> dict[str, tuple[str, str, bool]]:
+    """Map each URI in a near-duplicate group to (kept URI, kept label, labels conflict).
+
+    Groups are connected components of the pairs (a ~ b ~ c is one group); the kept image is
+    the group's smallest URI, so the choice does not depend on processing order.
+    """
+    labels: dict[str, str] = {}
+    edges = []
+    for (uri_a, label_a), (uri_b, label_b) in pairs:
+        labels[uri_a], labels[uri_b] = label_a, label_b
+        edges.append((uri_a, uri_b))
+    if not edges:
+        return {}
+    uris = sorted(labels)
+    index = {uri: i for i, uri in enumerate(uris)}
+    rows = [index[a] for a, _ in edges]
+    cols = [index[b] for _, b in edges]
+    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(uris), len(uris)))
+    _, component = connected_components(graph, directed=False)
+    groups: dict[int, list[str]] = {}
+    for uri, group in zip(uris, component, strict=True):
+        groups.setdefault(int(group), []).append(uri)
+    result = {}
+    for members in groups.values():
+        kept = pick_kept(members)
+        conflict = len({labels[uri] for uri in members}) > 1
+        for uri in members:
+            result[uri] = (kept, labels[kept], conflict)
+    return result
+
+
+def small_classes(
+    counts: dict[str, dict[str, int]], labels: list[str], ratios: tuple[float, float, float]
+) -> list[str]:
+    """Human-readable problems: labels that got no image in a split that should have some."""
+    problems = []
+    for label in labels:
+        empty = [
+            split
+            for split, ratio in zip(SPLITS, ratios, strict=True)
+            if ratio > 0 and counts.get(split, {}).get(label, 0) == 0
+        ]
+        if empty:
+            total = sum(counts.get(split, {}).get(label, 0) for split in SPLITS)
+            problems.append(
+                f"label {label!r} has {total} image(s) and none in {', '.join(empty)}; "
+                "add images or set split ratios / a manifest split column"
+            )
+    return problems

@@ -27,11 +27,16 @@ from components.common.images import content_hash as hash_bytes
 from components.ingest.core import (
     IngestConfig,
     assign_split,
+    band_keys,
+    close_pairs,
     combine_digests,
+    near_duplicate_groups,
+    perceptual_hash,
     pick_kept,
     record_digest,
-    validate_label,
+    small_classes,
 )
+from components.ingest.sources import Source, SourceItem, resolve_source
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
@@ -49,35 +54,18 @@ class IngestSummary:
     dataset_hash: str
     counts: dict[str, dict[str, int]]
     rejected_reasons: dict[str, int]
-
-
-def folder_labels(source: str) -> list[str]:
-    """The class labels of a folder-per-class source: its sub-folder names, validated."""
-    if not storage.exists(source):
-        raise FileNotFoundError(f"source {source} does not exist")
-    labels = [validate_label(name) for name in storage.list_dirs(source)]
-    if not labels:
-        raise ValueError(
-            f"{source} has no class sub-folders; expected {source}/<label>/<image files>"
-        )
-    return labels
+    warnings: list[str]
 
 
 class ListSource(beam.DoFn):
-    """Expand the source into (uri, label); a file outside any label folder gets label ""."""
+    """Expand one partition of the source into (uri, label, split) items."""
 
-    def __init__(self, source: str, labels: list[str]) -> None:
+    def __init__(self, source: Source) -> None:
         self.source = source
-        self.labels = labels
 
-    def process(self, label: str) -> Iterator[tuple[str, str]]:
-        """Yield the files of one label folder; label "" stands for the source's top level."""
-        if label == "":
-            for uri in storage.list_files(self.source, recursive=False):
-                yield uri, ""
-            return
-        for uri in storage.list_files(storage.join(self.source, label)):
-            yield uri, label
+    def process(self, partition: str) -> Iterator[SourceItem]:
+        """Yield every item of the partition."""
+        yield from self.source.items(partition)
 
 
 class DecodeAndResize(beam.DoFn):
@@ -90,9 +78,9 @@ class DecodeAndResize(beam.DoFn):
         self.seen = Metrics.counter(NAMESPACE, "seen")
         self.accepted = Metrics.counter(NAMESPACE, "decoded")
 
-    def process(self, element: tuple[str, str]) -> Iterator:
+    def process(self, element: SourceItem) -> Iterator:
         """Emit a record dict for a usable image, or a rejection row."""
-        uri, label = element
+        uri, label, split = element
         self.seen.inc()
         if not label:
             yield self._reject(uri, label, "not_in_label_folder", "put it in <source>/<label>/")
@@ -115,6 +103,8 @@ class DecodeAndResize(beam.DoFn):
             "label": label,
             "hash": hash_bytes(data),
             "jpeg": encode_jpeg(pixels, self.config.jpeg_quality),
+            "split": split,  # None unless the manifest fixed it
+            "phash": perceptual_hash(image),
         }
 
     def _reject(self, uri: str, label: str, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
@@ -123,10 +113,11 @@ class DecodeAndResize(beam.DoFn):
         return beam.pvalue.TaggedOutput(self.REJECTED, row)
 
 
+DUPLICATES = "duplicates"
+
+
 class KeepOnePerHash(beam.DoFn):
     """Keep one record per content hash; report the others as duplicates."""
-
-    DUPLICATES = "duplicates"
 
     def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
         """Emit the kept record and a duplicates row for each other copy."""
@@ -138,19 +129,39 @@ class KeepOnePerHash(beam.DoFn):
         for record in records:
             if record is kept:
                 continue
-            Metrics.counter(NAMESPACE, "duplicates").inc()
             yield beam.pvalue.TaggedOutput(
-                self.DUPLICATES,
-                {
-                    "uri": record["uri"],
-                    "label": record["label"],
-                    "kept_uri": kept_uri,
-                    "kept_label": kept["label"],
-                    "kind": "exact",
-                    "label_conflict": len(labels) > 1,
-                },
+                DUPLICATES,
+                duplicate_row(record, kept_uri, kept["label"], "exact", len(labels) > 1),
             )
         yield kept
+
+
+def duplicate_row(record: dict, kept_uri: str, kept_label: str, kind: str, conflict: bool) -> dict:
+    """The duplicates.jsonl row for a dropped copy."""
+    Metrics.counter(NAMESPACE, f"duplicates_{kind}").inc()
+    return {
+        "uri": record["uri"],
+        "label": record["label"],
+        "kept_uri": kept_uri,
+        "kept_label": kept_label,
+        "kind": kind,
+        "label_conflict": conflict,
+    }
+
+
+class DropNearDuplicates(beam.DoFn):
+    """Keep a record unless a perceptually near-identical image with a smaller URI is kept."""
+
+    def process(self, record: dict, groups: dict[str, tuple[str, str, bool]]) -> Iterator:
+        """Emit the record, or a near-duplicate row (groups: uri -> kept uri, label, conflict)."""
+        group = groups.get(record["uri"])
+        if group is None or group[0] == record["uri"]:
+            yield record
+            return
+        kept_uri, kept_label, conflict = group
+        yield beam.pvalue.TaggedOutput(
+            DUPLICATES, duplicate_row(record, kept_uri, kept_label, "near", conflict)
+        )
 
 
 def to_example(record: dict, label_ids: dict[str, int]) -> bytes:
@@ -201,15 +212,38 @@ class SummariseFn(beam.CombineFn):
         return {"counts": counts, "digest": str(digest)}
 
 
+def drop_near_duplicates(
+    records: beam.PCollection, max_distance: int
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """(unique records, near-duplicate rows): perceptual-hash buckets -> close pairs ->
+    connected groups (a small side input) -> keep one per group."""
+    if max_distance < 0:
+        return records, records.pipeline | "NoNearDuplicates" >> beam.Create([])
+    groups = (
+        records
+        | "BandKeys" >> beam.FlatMap(
+            lambda r: [(key, (r["uri"], r["label"], r["phash"]))
+                       for key in band_keys(r["phash"], max_distance)])
+        | "GroupByBand" >> beam.GroupByKey()
+        | "ClosePairs" >> beam.FlatMap(lambda kv: close_pairs(list(kv[1]), max_distance))
+        | "CollectPairs" >> beam.combiners.ToList()
+        | "NearDuplicateGroups" >> beam.Map(near_duplicate_groups)
+    )  # fmt: skip
+    result = records | "DropNearDuplicates" >> beam.ParDo(
+        DropNearDuplicates(), groups=beam.pvalue.AsSingleton(groups)
+    ).with_outputs(DUPLICATES, main="unique")
+    return result.unique, result[DUPLICATES]
+
+
 def build_pipeline(
-    pipeline: beam.Pipeline, source: str, labels: list[str], staging: str, config: IngestConfig
+    pipeline: beam.Pipeline, source: Source, staging: str, config: IngestConfig
 ) -> None:
     """Attach the ingest transforms to `pipeline`, writing every output under `staging`."""
-    label_ids = {label: index for index, label in enumerate(labels)}
+    label_ids = {label: index for index, label in enumerate(source.labels)}
     files = (
         pipeline
-        | "Labels" >> beam.Create(["", *labels])
-        | "ListFiles" >> beam.ParDo(ListSource(source, labels))
+        | "Partitions" >> beam.Create(source.partitions())
+        | "ListFiles" >> beam.ParDo(ListSource(source))
         | "Distribute" >> beam.Reshuffle()
     )
     decoded = files | "DecodeAndResize" >> beam.ParDo(DecodeAndResize(config)).with_outputs(
@@ -219,11 +253,14 @@ def build_pipeline(
         decoded.images
         | "KeyByHash" >> beam.Map(lambda record: (record["hash"], record))
         | "GroupByHash" >> beam.GroupByKey()
-        | "KeepOnePerHash"
-        >> beam.ParDo(KeepOnePerHash()).with_outputs(KeepOnePerHash.DUPLICATES, main="kept")
+        | "KeepOnePerHash" >> beam.ParDo(KeepOnePerHash()).with_outputs(DUPLICATES, main="kept")
     )
-    split = deduped.kept | "AssignSplit" >> beam.Map(
-        lambda record: {**record, "split": assign_split(record["hash"], config.split_ratios)}
+    unique, near_duplicates = drop_near_duplicates(deduped.kept, config.near_duplicate_distance)
+    split = unique | "AssignSplit" >> beam.Map(
+        lambda record: {
+            **record,
+            "split": record["split"] or assign_split(record["hash"], config.split_ratios),
+        }
     )
     by_split = split | "PartitionBySplit" >> beam.Partition(
         lambda record, _: dataset.SPLITS.index(record["split"]), len(dataset.SPLITS)
@@ -241,7 +278,7 @@ def build_pipeline(
         )
     rejected = decoded[DecodeAndResize.REJECTED]
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
-    duplicates = deduped[KeepOnePerHash.DUPLICATES]
+    duplicates = (deduped[DUPLICATES], near_duplicates) | "AllDuplicates" >> beam.Flatten()
     beam_io.write_jsonl(duplicates, storage.join(staging, "duplicates.jsonl"), "Duplicates")
     summary = split | "Summarise" >> beam.CombineGlobally(SummariseFn())
     beam_io.write_json_value(summary, storage.join(staging, "_summary.json"), "Summary")
@@ -265,14 +302,14 @@ def run(
     beam_args: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
 ) -> IngestSummary:
-    """Ingest a folder-per-class source into a dataset directory and return its counts."""
-    source = source.rstrip("/")
+    """Ingest a folder-per-class or manifest source into a dataset directory; return counts."""
+    resolved = resolve_source(source)
+    labels = resolved.labels
     out = out.rstrip("/")
-    labels = folder_labels(source)
     staging = beam_io.new_staging_dir(out)
     options = PipelineOptions(beam_io.default_beam_args(beam_args or []))
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, source, labels, staging, config)
+    build_pipeline(pipeline, resolved, staging, config)
     pipeline.run().wait_until_finish()
 
     summary = beam_io.read_json(storage.join(staging, "_summary.json"))
@@ -304,6 +341,12 @@ def run(
             f"ingest lost track of files: saw {seen}, accounted for "
             f"{accepted + rejected + duplicates} (staged output kept in {staging})"
         )
+    problems = small_classes(counts, labels, config.split_ratios)
+    if problems and config.small_class_policy == "error":
+        storage.delete(staging, recursive=True)
+        raise dataset.DatasetError("classes too small to split: " + " | ".join(problems))
+    for problem in problems:
+        log.warning(problem)
     totals = {
         "seen": seen,
         "accepted": accepted,
@@ -314,13 +357,14 @@ def run(
         labels=labels,
         image_size=config.image_size,
         resize_mode=config.resize_mode,
-        source=source,
+        source=resolved.location,
         counts=counts,
         shards=shards,
         dataset_hash=dataset_hash,
         totals=totals,
         rejected_reasons=reasons,
         config=config.as_dict(),
+        warnings=problems,
     )
     beam_io.commit_staged(
         staging,
@@ -334,5 +378,6 @@ def run(
         dataset_hash=dataset_hash,
         counts=counts,
         rejected_reasons=reasons,
+        warnings=problems,
         **totals,
     )

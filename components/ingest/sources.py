@@ -1,0 +1,132 @@
+"""Where ingest finds its images: a folder per class, or a CSV / JSONL manifest.
+
+A manifest lists `uri,label[,split]` (split as Vertex AI's ML_USE: train, validation, test;
+empty or "unassigned" lets the content hash decide). Relative URIs are relative to the
+manifest's own folder. Every source yields (uri, label, split or None) items.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from components.common import storage
+from components.ingest.core import validate_label
+
+SourceItem = tuple[str, str, str | None]
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json")
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "validation": "validation", "valid": "validation", "val": "validation",
+    "test": "test",
+    "": None, "unassigned": None,
+}  # fmt: skip
+
+
+class SourceError(ValueError):
+    """The source cannot be ingested as given; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved source: what kind it is and its sorted labels."""
+
+    location: str
+    kind: str  # "folder" or "manifest"
+    labels: list[str]
+
+    def partitions(self) -> list[str]:
+        """Independent pieces to list in parallel: "" (top level) + one per label, or the file."""
+        return ["", *self.labels] if self.kind == "folder" else [self.location]
+
+    def items(self, partition: str) -> Iterator[SourceItem]:
+        """The (uri, label, split) items of one partition; label "" means "no label"."""
+        if self.kind == "manifest":
+            yield from read_manifest_rows(self.location)
+        elif partition == "":
+            for uri in storage.list_files(self.location, recursive=False):
+                yield uri, "", None
+        else:
+            for uri in storage.list_files(storage.join(self.location, partition)):
+                yield uri, partition, None
+
+
+def parse_split(value: str | None, where: str) -> str | None:
+    """Normalise a split cell; unknown values are an error naming the row."""
+    key = (value or "").strip().lower()
+    if key not in SPLIT_NAMES:
+        raise SourceError(
+            f"{where}: split {value!r} is not one of train, validation, test (or empty)"
+        )
+    return SPLIT_NAMES[key]
+
+
+def _resolve(uri: str, manifest: str) -> str:
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return storage.join(manifest.rsplit("/", 1)[0], uri) if "/" in manifest else uri
+
+
+def read_manifest_rows(manifest: str) -> Iterator[SourceItem]:
+    """Stream (uri, label, split) rows from a CSV (header optional) or JSONL manifest."""
+    with storage.open_file(manifest, "r") as stream:
+        if manifest.lower().endswith(".csv"):
+            yield from _csv_rows(stream, manifest)
+        else:
+            yield from _jsonl_rows(stream, manifest)
+
+
+def _csv_rows(stream: io.TextIOBase, manifest: str) -> Iterator[SourceItem]:
+    for number, row in enumerate(csv.reader(stream), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if number == 1 and [cell.strip().lower() for cell in row[:2]] == ["uri", "label"]:
+            continue  # optional header
+        where = f"{manifest} line {number}"
+        if len(row) not in (2, 3):
+            raise SourceError(f"{where}: expected uri,label[,split], got {row!r}")
+        split = parse_split(row[2] if len(row) == 3 else None, where)
+        yield _resolve(row[0].strip(), manifest), _label(row[1], where), split
+
+
+def _jsonl_rows(stream: io.TextIOBase, manifest: str) -> Iterator[SourceItem]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        where = f"{manifest} line {number}"
+        try:
+            row = json.loads(line)
+            uri, label = row["uri"], row["label"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise SourceError(f"{where}: expected a JSON object with uri and label") from None
+        split = parse_split(row.get("split"), where)
+        yield _resolve(str(uri).strip(), manifest), _label(str(label), where), split
+
+
+def _label(value: str, where: str) -> str:
+    try:
+        return validate_label(value.strip())
+    except ValueError as error:
+        raise SourceError(f"{where}: {error}") from None
+
+
+def resolve_source(location: str) -> Source:
+    """Decide what `location` is and find its labels, failing fast with the fix."""
+    location = location.rstrip("/")
+    if not storage.exists(location):
+        raise FileNotFoundError(f"source {location} does not exist")
+    if location.lower().endswith(MANIFEST_SUFFIXES):
+        labels = sorted({label for _, label, _ in read_manifest_rows(location)})
+        if not labels:
+            raise SourceError(f"manifest {location} lists no images")
+        return Source(location, "manifest", labels)
+    labels = [validate_label(name) for name in storage.list_dirs(location)]
+    if not labels:
+        raise SourceError(
+            f"{location} has no class sub-folders; expected {location}/<label>/<image files> "
+            "or a CSV/JSONL manifest of uri,label[,split]"
+        )
+    return Source(location, "folder", labels)

@@ -1,0 +1,131 @@
+"""The embedded path for real: Beam ingest -> horovodrun -np 2 -> MLflow -> evaluate -> Beam tag.
+
+One module-scoped run, several assertions about what it left in MLflow and on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.ingest.core import IngestConfig
+from tests.conftest import (
+    jpeg_bytes,
+    pattern_image,
+    write_broken_files,
+    write_pattern_gallery,
+)
+
+pytestmark = pytest.mark.slow
+LABELS = ("horizontal", "square", "vertical")
+IN_MEMORY = ["--direct_running_mode=in_memory"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dict:
+    """Run ingest and a 2-worker training once for the module."""
+    import mlflow
+
+    from components.ingest.pipeline import run as ingest
+    from components.train.config import TrainConfig
+    from components.train.launcher import train
+
+    root = tmp_path_factory.mktemp("e2e")
+    gallery = write_pattern_gallery(root / "gallery", 40, LABELS)
+    write_broken_files(gallery / "square")
+    dataset_dir = str(root / "dataset")
+    summary = ingest(str(gallery), dataset_dir, IngestConfig(image_size=64), beam_args=IN_MEMORY)
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    config = TrainConfig(
+        data=dataset_dir,
+        workers=2,
+        batch_size=8,
+        head_epochs=2,
+        finetune_epochs=1,
+        learning_rate=3e-3,
+        experiment=name,
+        registered_model=name,
+    )
+    mlflow.set_tracking_uri(mlflow_server)
+    result = train(config, mlflow_server)
+    return {"root": root, "dataset": dataset_dir, "ingest": summary, "result": result,
+            "config": config, "uri": mlflow_server}  # fmt: skip
+
+
+def test_ingest_rejected_the_broken_files(trained: dict) -> None:
+    """The truncated, empty and text files are rejected; seen adds up."""
+    summary = trained["ingest"]
+    assert summary.rejected == 3 and summary.accepted == 120
+    assert summary.seen == summary.accepted + summary.rejected + summary.duplicates
+
+
+def test_one_training_is_one_mlflow_run(trained: dict) -> None:
+    """Two Horovod ranks, one run, with params, per-epoch metrics and tags."""
+    import mlflow
+
+    client = mlflow.MlflowClient(trained["uri"])
+    experiment = client.get_experiment_by_name(trained["config"].experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_id == trained["result"].run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["backbone"] == "efficientnet_lite0"
+    assert run.data.params["workers"] == "2"
+    assert run.data.tags["world_size"] == "2"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
+    assert run.data.metrics["logged_model_max_abs_diff"] <= 1e-5
+
+
+def test_registered_model_loads_and_scores(trained: dict, tracking_env: str) -> None:
+    """The registered version loads back from the registry and beats chance clearly."""
+    from components.evaluate.run import evaluate
+
+    result = trained["result"]
+    model_uri = f"models:/{result.registered_model}/{result.version}"
+    evaluation = evaluate(model_uri, trained["dataset"])
+    assert evaluation.images > 0
+    assert evaluation.top1 >= 0.8, evaluation
+
+
+def test_tag_a_folder_accounts_for_every_file(trained: dict, tracking_env: str) -> None:
+    """Beam tagging writes one row per good image and rejects the broken ones."""
+    from components.common.tracking import fetch_tagger
+    from components.tag.pipeline import run as tag
+
+    inbox = trained["root"] / "inbox"
+    (inbox / "nested").mkdir(parents=True)
+    names = []
+    for index in range(12):
+        folder = inbox if index % 2 else inbox / "nested"
+        path = folder / f"img_{index}.jpg"
+        path.write_bytes(jpeg_bytes(pattern_image(index % 3, seed=50_000 + index)))
+        names.append(path.name)
+    broken = write_broken_files(inbox)
+    result = trained["result"]
+    tagger = fetch_tagger(
+        f"models:/{result.registered_model}/{result.version}", str(trained["root"] / "m")
+    )
+    out = trained["root"] / "tags"
+    summary = tag(str(inbox), str(out), tagger, beam_args=IN_MEMORY)
+    assert summary.seen == 15
+    assert summary.auto + summary.review == 12 and summary.rejected == 3
+
+    rows = [json.loads(line) for shard in out.glob("tags-*.jsonl") for line in shard.open()]
+    assert sorted(Path(r["uri"]).name for r in rows) == sorted(names)
+    for row in rows:
+        assert row["top1"] in LABELS and row["status"] in ("auto", "review")
+        assert np.isclose(row["labels"][0]["score"], row["score"])
+        assert row["model_version"] == result.version
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert {Path(r["uri"]).name: r["reason"] for r in rejected} == broken
+    review = (out / "review.jsonl").read_text().splitlines()
+    assert len(review) == summary.review
+    manifest = json.loads((out / "_SUCCESS.json").read_text())
+    assert manifest["seen"] == manifest["auto"] + manifest["review"] + manifest["rejected"]
