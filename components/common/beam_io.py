@@ -20,23 +20,26 @@ def default_beam_args(beam_args: list[str]) -> list[str]:
     if any(arg.startswith("--runner") for arg in beam_args):
         return beam_args
     defaults = []
-    if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
+    chosen_mode = [arg for arg in beam_args if arg.startswith("--direct_running_mode")]
+    if not chosen_mode:
         defaults.append("--direct_running_mode=multi_processing")
-    if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
+    parallel = not chosen_mode or not chosen_mode[-1].endswith("in_memory")
+    if parallel and not any(arg.startswith("--direct_num_workers") for arg in beam_args):
         defaults.append("--direct_num_workers=0")  # 0 = one worker per core
     return defaults + beam_args
 
 
-def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int = 1) -> None:
-    """Write dict rows as JSON lines: one file named `path`, or `path-SSSSS-of-NNNNN.jsonl`."""
-    template = "" if shards == 1 else "-SSSSS-of-NNNNN"
-    suffix = "" if shards == 1 else ".jsonl"
+def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int | None = None) -> None:
+    """Write dict rows as JSON lines: one file named `path` (shards=None), or the shard files
+    `path-SSSSS-of-NNNNN.jsonl`."""
+    template = "" if shards is None else "-SSSSS-of-NNNNN"
+    suffix = "" if shards is None else ".jsonl"
     _ = (
         rows
         | f"{name}ToJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
         | f"Write{name}"
         >> beam.io.WriteToText(
-            path, num_shards=shards, shard_name_template=template, file_name_suffix=suffix
+            path, num_shards=shards or 1, shard_name_template=template, file_name_suffix=suffix
         )
     )
 

@@ -1,0 +1,159 @@
+"""Tagging: the auto/review policy, the row schema and the Beam job on local and gs:// data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jsonschema import Draft202012Validator
+
+from components.common import storage
+from components.common.tracking import TaggerSpec
+from components.tag.pipeline import failed_batch_rows, run
+from components.tag.policy import TagPolicy, rejected_row, tag_row
+from tests.conftest import jpeg_bytes, write_broken_files
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "components/tag/tag_row.schema.json").read_text())
+VALIDATOR = Draft202012Validator(SCHEMA)
+LABELS = ["dark", "bright"]
+IN_MEMORY = ["--direct_running_mode=in_memory"]
+
+
+@pytest.fixture(scope="module")
+def brightness_tagger(tmp_path_factory: pytest.TempPathFactory) -> TaggerSpec:
+    """A real (tiny) Keras 3 model that calls an image bright or dark by its mean pixel."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    # brightness in [0, 1]; logits cross at 0.5, so mid-grey is a coin toss (-> review).
+    brightness = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(1 / 3))(mean)
+    logits = keras.layers.Dense(
+        2,
+        kernel_initializer=keras.initializers.Constant([[-30.0, 30.0]]),
+        bias_initializer=keras.initializers.Constant([15.0, -15.0]),
+    )(brightness)
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    path = tmp_path_factory.mktemp("model") / "brightness.keras"
+    model.save(path)
+    return TaggerSpec(str(path), LABELS, 32, "pad", False, "models:/brightness/1", None, "1")
+
+
+def _gray(level: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-5, 6, size=(40, 40, 3))  # square: padding would darken it
+    return jpeg_bytes(np.clip(level + noise, 0, 255).astype(np.uint8))
+
+
+def _rows(folder: Path | str, pattern: str) -> list[dict]:
+    rows = []
+    for uri in storage.list_files(str(folder), recursive=False):
+        if Path(uri).match(pattern):
+            rows += [json.loads(line) for line in storage.read_text(uri).splitlines() if line]
+    return rows
+
+
+def test_policy_auto_and_review() -> None:
+    """Confident and clear predictions are auto; low score or low margin goes to review."""
+    policy = TagPolicy(min_score=0.5, min_margin=0.2)
+    labels = ["a", "b", "c"]
+    confident = tag_row("u", "0" * 64, np.array([0.8, 0.15, 0.05]), labels, policy, "m", "1")
+    assert confident["status"] == "auto" and confident["top1"] == "a"
+    assert confident["margin"] == pytest.approx(0.65)
+    unsure = tag_row("u", "0" * 64, np.array([0.45, 0.35, 0.2]), labels, policy, "m", "1")
+    assert unsure["status"] == "review" and "top-1 score" in unsure["reason"]
+    close = tag_row("u", "0" * 64, np.array([0.55, 0.4, 0.05]), labels, policy, "m", "1")
+    assert close["status"] == "review" and close["reason"].startswith("margin")
+    for row in (confident, unsure, close, rejected_row("u", "truncated", "x", "m", None)):
+        VALIDATOR.validate(row)
+
+
+def test_policy_rejects_nonsense_thresholds() -> None:
+    """Thresholds are probabilities."""
+    with pytest.raises(ValueError):
+        TagPolicy(min_score=1.5)
+
+
+def test_failed_inference_batches_become_rejections() -> None:
+    """A batch from RunInference's dead-letter output yields one rejected row per image."""
+    batch = [(("gs://b/1.jpg", "h1"), None), (("gs://b/2.jpg", "h2"), None)]
+    spec = TaggerSpec("m.keras", LABELS, 32, "pad", False, "models:/x/1", None, "1")
+    rows = list(failed_batch_rows((batch, ValueError("boom")), spec))
+    assert [r["uri"] for r in rows] == ["gs://b/1.jpg", "gs://b/2.jpg"]
+    assert all(r["reason"] == "inference_failed" for r in rows)
+
+
+def test_tag_folder_end_to_end(brightness_tagger: TaggerSpec, tmp_path: Path) -> None:
+    """Every file ends up in exactly one of tags (auto/review) or rejected; rows are valid."""
+    source = tmp_path / "inbox"
+    (source / "deeper" / "still").mkdir(parents=True)
+    expected = {}
+    for index in range(10):
+        level = 20 if index % 2 else 235
+        folder = source if index < 5 else source / "deeper" / "still"
+        (folder / f"photo {index}.jpg").write_bytes(_gray(level, index))
+        expected[f"photo {index}.jpg"] = "dark" if level == 20 else "bright"
+    (source / "middle.jpg").write_bytes(_gray(128, 99))  # undecided: review
+    broken = write_broken_files(source / "deeper")
+    out = tmp_path / "tags"
+
+    summary = run(str(source), str(out), brightness_tagger, shards=2, beam_args=IN_MEMORY)
+
+    assert summary.seen == 14
+    assert (summary.auto, summary.review, summary.rejected) == (10, 1, 3)
+    rows = _rows(out, "tags-*.jsonl")
+    assert len(rows) == 11
+    for row in rows:
+        VALIDATOR.validate(row)
+    by_name = {Path(row["uri"]).name: row for row in rows}
+    for name, label in expected.items():
+        assert by_name[name]["top1"] == label and by_name[name]["status"] == "auto"
+    assert by_name["middle.jpg"]["status"] == "review"
+    review = _rows(out, "review.jsonl")
+    assert [Path(r["uri"]).name for r in review] == ["middle.jpg"]
+    rejected = _rows(out, "rejected.jsonl")
+    assert {Path(r["uri"]).name: r["reason"] for r in rejected} == broken
+    for row in rejected:
+        VALIDATOR.validate(row)
+    success = json.loads((out / "_SUCCESS.json").read_text())
+    assert success["seen"] == 14 and success["model_version"] == "1"
+    assert not list(out.glob(".staging-*"))
+
+
+def test_rerun_replaces_previous_output(brightness_tagger: TaggerSpec, tmp_path: Path) -> None:
+    """A second run into the same folder leaves one row per image, not two."""
+    source = tmp_path / "inbox"
+    source.mkdir()
+    for index in range(4):
+        (source / f"{index}.jpg").write_bytes(_gray(30, index))
+    out = tmp_path / "tags"
+    run(str(source), str(out), brightness_tagger, shards=3, beam_args=IN_MEMORY)
+    run(str(source), str(out), brightness_tagger, shards=2, beam_args=IN_MEMORY)
+    rows = _rows(out, "tags-*.jsonl")
+    assert sorted(Path(r["uri"]).name for r in rows) == [f"{i}.jpg" for i in range(4)]
+    assert len(list(out.glob("tags-*.jsonl"))) == 2
+
+
+def test_tag_gs_source_and_output(
+    brightness_tagger: TaggerSpec, gcs_bucket: str, beam_gcs_anonymous: str
+) -> None:
+    """Read images from gs:// and write the tags to gs:// (real GCS API, emulator)."""
+    prefix = f"gs://{gcs_bucket}/gallery"
+    for index in range(4):
+        storage.write_bytes(f"{prefix}/img{index}.jpg", _gray(230 if index % 2 else 25, index))
+    storage.write_bytes(f"{prefix}/sub/notes.jpg", b"not an image")
+    out = f"gs://{gcs_bucket}/tags"
+    summary = run(prefix, out, brightness_tagger, shards=1, beam_args=IN_MEMORY)
+    assert (summary.seen, summary.auto + summary.review, summary.rejected) == (5, 4, 1)
+    names = [uri.rsplit("/", 1)[-1] for uri in storage.list_files(out)]
+    assert "_SUCCESS.json" in names and "tags-00000-of-00001.jsonl" in names
+    rows = _rows(out, "tags-*.jsonl")
+    assert sorted(r["uri"] for r in rows) == [f"{prefix}/img{i}.jpg" for i in range(4)]
+
+
+def test_missing_source_is_a_clear_error(brightness_tagger: TaggerSpec, tmp_path: Path) -> None:
+    """A typo in the source fails at once with the path in the message."""
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run(str(tmp_path / "nowhere"), str(tmp_path / "out"), brightness_tagger)
