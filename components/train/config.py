@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
@@ -21,11 +22,15 @@ class TrainConfig:
     learning_rate: float = 1e-3  # per worker; scaled by the number of workers
     finetune_learning_rate: float = 1e-4
     warmup_epochs: float = 1.0
+    schedule: str = "plateau"  # plateau (the paper's), cosine, or constant
+    max_decays: int = 3  # plateau: at most this many LR / 10 steps
+    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
     dropout: float = 0.2
     augment: bool = True
     seed: int = 42
     experiment: str = "gallerytag"
     registered_model: str = "gallerytag"
+    checkpoint_dir: str = ""  # local or gs://; empty = $GALLERYTAG_HOME/checkpoints/<key>
 
     def to_json(self) -> str:
         """Serialise for the worker processes and for MLflow."""
@@ -40,6 +45,15 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys: {sorted(unknown)}")
         return cls(**raw)
+
+    def checkpoint_key(self, dataset_hash: str) -> str:
+        """A folder name equal for a rerun of the same training on the same data, only then."""
+        identity = json.dumps({**asdict(self), "checkpoint_dir": ""}, sort_keys=True)
+        return hashlib.sha256(f"{dataset_hash}|{identity}".encode()).hexdigest()[:16]
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("plateau", "cosine", "constant"):
+            raise ValueError(f"schedule must be plateau, cosine or constant, not {self.schedule!r}")
 
     def as_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""

@@ -6,6 +6,7 @@ worker process (and its TensorFlow import) starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common import dataset
-from components.common.tracking import tracking
+from components.common.tracking import gallerytag_home, tracking
 from components.train.config import TrainConfig
 
 
@@ -61,8 +62,16 @@ def worker_command(config_file: Path, result_file: Path, workers: int) -> list[s
 
 
 def train(config: TrainConfig, tracking_uri: str | None = None) -> TrainResult:
-    """Run a whole training and return its MLflow run and registered model."""
-    preflight(config)
+    """Run a whole training and return its MLflow run and registered model.
+
+    Rerunning the same command after a crash resumes from the last epoch's checkpoint.
+    """
+    manifest = preflight(config)
+    if not config.checkpoint_dir:
+        key = config.checkpoint_key(manifest.dataset_hash)
+        config = dataclasses.replace(
+            config, checkpoint_dir=str(gallerytag_home() / "checkpoints" / key)
+        )
     with tracking(tracking_uri), tempfile.TemporaryDirectory(prefix="gallerytag-train-") as tmp:
         config_file = Path(tmp, "config.json")
         result_file = Path(tmp, "result.json")

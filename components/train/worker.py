@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import horovod.tensorflow as hvd
@@ -18,9 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.common import dataset
+from components.common import dataset, storage
 from components.common.tfdata import make_dataset
 from components.common.tracking import model_metadata
+from components.train import checkpoint
+from components.train.checkpoint import TrainingState
 from components.train.config import TrainConfig
 from components.train.loop import (
     EpochStats,
@@ -30,6 +34,7 @@ from components.train.loop import (
     make_train_step,
     warmup_learning_rate,
 )
+from components.train.schedule import Action, CosineSchedule, EarlyStopping, PlateauSchedule
 from models.head import build_classifier, set_trainable_top_blocks
 from models.registry import BACKBONES, build_backbone
 
@@ -52,15 +57,39 @@ def configure_devices() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(2)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training with its own trainable set and learning rate."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+
+
+def make_schedule(config: TrainConfig, phase: Phase, saved: dict | None):
+    """The configured LR schedule for a phase, continued from a checkpoint when given."""
+    if saved:
+        kind = CosineSchedule if config.schedule == "cosine" else PlateauSchedule
+        return kind(**saved)
+    if config.schedule == "cosine":
+        return CosineSchedule(phase.learning_rate, phase.epochs)
+    max_decays = config.max_decays if config.schedule == "plateau" else 0
+    # "constant" is a plateau rule that may not decay: it only tracks the best epoch.
+    return PlateauSchedule(phase.learning_rate, max_decays=max_decays, factor=0.1)
+
+
 class Trainer:
-    """Owns the model, data and step counter across the two fine-tuning phases."""
+    """Owns the model, data, schedule and checkpoints across the two fine-tuning phases."""
 
     def __init__(self, config: TrainConfig, manifest: dataset.Manifest) -> None:
         self.config = config
         self.manifest = manifest
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
-        self.global_step = 0
-        self.epoch = 0
+        self.state = TrainingState()
+        self.checkpoint_dir = config.checkpoint_dir
+        self.optimizer: keras.optimizers.Optimizer | None = None  # the current phase's
+        self.best_weights: list[np.ndarray] | None = None
+        self.best_loss = float("inf")
         train_files = dataset.shard_paths(config.data, manifest, "train")
         self.validation_files = dataset.shard_paths(config.data, manifest, "validation")
         # Horovod: every worker reads its own 1/size of the records.
@@ -82,40 +111,113 @@ class Trainer:
         weights = None if config.weights == "none" else config.weights
         self.backbone = build_backbone(config.backbone, manifest.image_size, weights=weights)
         self.model = build_classifier(self.backbone, len(manifest.labels), config.dropout)
+        self.phases = [
+            Phase("head", config.head_epochs, config.learning_rate),
+            Phase("finetune", config.finetune_epochs, config.finetune_learning_rate),
+        ]
 
-    def run_phase(self, name: str, epochs: int, base_lr: float, on_epoch) -> None:
-        """Train `epochs` epochs with a fresh optimizer on the currently trainable weights."""
-        if epochs <= 0:
-            return
-        optimizer = keras.optimizers.Adam(learning_rate=base_lr)
+    def resume(self) -> bool:
+        """Continue from the checkpoint folder if it holds a checkpoint; True when resumed."""
+        folder = self.checkpoint_dir
+        saved = checkpoint.load(folder) if folder else None
+        if saved is None:
+            return False
+        self.state = saved
+        # Every rank reads the (shared) checkpoint; the broadcast at the start of the phase
+        # makes the weights identical anyway.
+        self.model.set_weights(checkpoint.load_weights(folder))
+        if saved.has_best:
+            self.best_weights = checkpoint.load_weights(folder, best=True)
+            self.best_loss = saved.best_loss
+        return True
+
+    def _set_trainable(self, phase: Phase) -> None:
+        if phase.name == "head":
+            self.backbone.trainable = False
+        else:
+            set_trainable_top_blocks(
+                self.model, BACKBONES[self.config.backbone], self.config.finetune_blocks
+            )
+
+    def _phase_done(self, index: int, phase: Phase) -> bool:
+        """Whether a (resumed) training already finished this phase."""
+        current = [p.name for p in self.phases].index(self.state.phase)
+        if index < current:
+            return True
+        if index > current:
+            return False
+        return self.state.phase_finished or self.state.phase_epochs_done >= phase.epochs
+
+    def run_phase(self, phase: Phase, on_epoch, save) -> None:
+        """Train one phase from its first (or resumed) epoch until done or stopped."""
+        resuming = self.state.phase == phase.name and self.state.phase_epochs_done > 0
+        if not resuming:
+            self.state.phase, self.state.phase_epochs_done = phase.name, 0
+            self.state.phase_finished, self.state.schedule = False, {}
+        self._set_trainable(phase)
+        schedule = make_schedule(self.config, phase, self.state.schedule or None)
+        optimizer = keras.optimizers.Adam(learning_rate=phase.learning_rate)
+        optimizer.build(self.model.trainable_variables)
+        if resuming:
+            checkpoint.restore_optimizer(self.checkpoint_dir, optimizer)
+        self.optimizer = optimizer
         broadcast_state(self.model, optimizer)
         step_fn = make_train_step(self.model, optimizer, self.loss_fn)
         warmup_steps = int(self.config.warmup_epochs * self.steps_per_epoch)
-        phase_step = 0
-        for _ in range(epochs):
-            started = time.perf_counter()
-            loss_sum = correct = 0.0
-            for _ in range(self.steps_per_epoch):
-                learning_rate = warmup_learning_rate(phase_step, base_lr, hvd.size(), warmup_steps)
-                optimizer.learning_rate.assign(learning_rate)
-                images, labels = next(self.train_batches)
-                loss, n_correct = step_fn(images, labels)
-                loss_sum += float(loss)
-                correct += float(n_correct)
-                phase_step += 1
-                self.global_step += 1
-            seconds = time.perf_counter() - started
-            sums = allreduce_sums({"loss": loss_sum, "correct": correct})
-            images_total = self.steps_per_epoch * self.config.batch_size * hvd.size()
-            stats = EpochStats(
-                loss=sums["loss"] / (self.steps_per_epoch * hvd.size()),
-                accuracy=sums["correct"] / images_total,
-                images=images_total,
-                seconds=seconds,
+        stopper = EarlyStopping(self.config.early_stopping_patience)
+        for epoch in range(self.state.phase_epochs_done, phase.epochs):
+            stats, learning_rate = self._train_epoch(
+                step_fn, optimizer, schedule.current_rate(epoch), epoch, warmup_steps
             )
             validation = self.validate()
-            self.epoch += 1
-            on_epoch(name, self.epoch, stats, validation, learning_rate)
+            action = Action.CONTINUE
+            if validation:
+                action = schedule.after_epoch(epoch, validation["loss"])
+                if validation["loss"] < self.best_loss:
+                    self.best_loss, self.best_weights = validation["loss"], self.model.get_weights()
+                if self.config.early_stopping_patience > 0 and action is Action.CONTINUE:
+                    action = stopper.after_epoch(epoch, validation["loss"])
+                if action is not Action.CONTINUE and self.best_weights is not None:
+                    # The paper's rule: go back to the best weights before going on or stopping.
+                    self.model.set_weights(self.best_weights)
+            self.state.phase_epochs_done = epoch + 1
+            self.state.epochs_done += 1
+            self.state.schedule = schedule.state()
+            self.state.phase_finished = action is Action.STOP
+            self.state.has_best = self.best_weights is not None
+            self.state.best_loss = self.best_loss if self.state.has_best else None
+            on_epoch(phase.name, self.state.epochs_done, stats, validation, learning_rate)
+            save(self)
+            if action is Action.STOP:
+                break
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def _train_epoch(self, step_fn, optimizer, epoch_rate: float, epoch: int, warmup_steps: int):
+        started = time.perf_counter()
+        loss_sum = correct = 0.0
+        learning_rate = epoch_rate
+        for step in range(self.steps_per_epoch):
+            phase_step = epoch * self.steps_per_epoch + step
+            # Horovod: LR x workers, ramped up over the first steps of the phase.
+            learning_rate = warmup_learning_rate(phase_step, epoch_rate, hvd.size(), warmup_steps)
+            optimizer.learning_rate.assign(learning_rate)
+            images, labels = next(self.train_batches)
+            loss, n_correct = step_fn(images, labels)
+            loss_sum += float(loss)
+            correct += float(n_correct)
+            self.state.global_step += 1
+        seconds = time.perf_counter() - started
+        # Horovod: average the statistics over workers so rank 0 logs the global figures.
+        sums = allreduce_sums({"loss": loss_sum, "correct": correct})
+        images_total = self.steps_per_epoch * self.config.batch_size * hvd.size()
+        stats = EpochStats(
+            loss=sums["loss"] / (self.steps_per_epoch * hvd.size()),
+            accuracy=sums["correct"] / images_total,
+            images=images_total,
+            seconds=seconds,
+        )
+        return stats, learning_rate
 
     def validate(self) -> dict[str, float]:
         """Validation loss/accuracy over all workers (empty dict when there is no split)."""
@@ -138,20 +240,14 @@ class Trainer:
         images = make_dataset(files, self.manifest.image_size, 16, training=False)
         return images.map(lambda image, _: image).take(1)
 
-    def train(self, on_epoch) -> None:
+    def train(self, on_epoch, save) -> None:
         """Phase 1 trains the head on a frozen backbone; phase 2 unfreezes the top blocks."""
-        self.backbone.trainable = False
-        self.run_phase("head", self.config.head_epochs, self.config.learning_rate, on_epoch)
-        if self.config.finetune_epochs > 0 and self.config.finetune_blocks > 0:
-            set_trainable_top_blocks(
-                self.model, BACKBONES[self.config.backbone], self.config.finetune_blocks
-            )
-            self.run_phase(
-                "finetune",
-                self.config.finetune_epochs,
-                self.config.finetune_learning_rate,
-                on_epoch,
-            )
+        for index, phase in enumerate(self.phases):
+            if phase.epochs <= 0 or self._phase_done(index, phase):
+                continue
+            if phase.name == "finetune" and self.config.finetune_blocks <= 0:
+                continue
+            self.run_phase(phase, on_epoch, save)
 
 
 def log_epoch(phase: str, epoch: int, stats: EpochStats, validation: dict, lr: float) -> None:
@@ -212,6 +308,18 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
     }
 
 
+def save_checkpoint(trainer: Trainer) -> None:
+    """Rank 0: write this epoch's checkpoint (other ranks pass a no-op)."""
+    if trainer.checkpoint_dir:
+        checkpoint.save(
+            trainer.checkpoint_dir,
+            trainer.state,
+            trainer.model,
+            trainer.optimizer,
+            trainer.best_weights,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of every Horovod process."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -222,33 +330,58 @@ def main(argv: list[str] | None = None) -> None:
 
     hvd.init()
     configure_devices()
-    config = TrainConfig.from_json(Path(args.config).read_text())
+    config = TrainConfig.from_json(storage.read_text(args.config))
     manifest = dataset.read_manifest(config.data)
     keras.utils.set_random_seed(config.seed)
     trainer = Trainer(config, manifest)
+    resumed = trainer.resume()
     is_chief = hvd.rank() == 0  # Horovod: only rank 0 logs, so one training is one MLflow run
 
     if not is_chief:
-        trainer.train(on_epoch=lambda *_: None)
+        trainer.train(on_epoch=lambda *_: None, save=lambda _: None)
         return
     import mlflow
 
     mlflow.set_experiment(config.experiment)
-    with mlflow.start_run() as run:
-        mlflow.log_params(config.as_params())
-        mlflow.set_tags(
-            {
-                "dataset_hash": manifest.dataset_hash,
-                "backbone": config.backbone,
-                "world_size": str(hvd.size()),
-                "gallerytag.step": "train",
-            }
-        )
-        trainer.train(on_epoch=log_epoch)
+    # A resumed training continues its MLflow run instead of leaving a dead duplicate.
+    with mlflow.start_run(run_id=trainer.state.run_id if resumed else None) as run:
+        trainer.state.run_id = run.info.run_id
+        if resumed:
+            print(f"resuming run {run.info.run_id} after epoch {trainer.state.epochs_done}")
+            mlflow.set_tag("resumed_after_epoch", str(trainer.state.epochs_done))
+        else:
+            mlflow.log_params(config.as_params())
+            mlflow.set_tags(
+                {
+                    "dataset_hash": manifest.dataset_hash,
+                    "backbone": config.backbone,
+                    "world_size": str(hvd.size()),
+                    "git_commit": git_commit(),
+                    "gallerytag.step": "train",
+                }
+            )
+        trainer.train(on_epoch=log_epoch, save=save_checkpoint)
         result = {"run_id": run.info.run_id, **log_model(trainer, config)}
     if args.result:
-        Path(args.result).write_text(json.dumps(result))
+        storage.write_text(args.result, json.dumps(result))
+    if config.checkpoint_dir:
+        checkpoint.clear(config.checkpoint_dir)
     print(f"training finished: run {result['run_id']}, model {result['model_uri']}", flush=True)
+
+
+def git_commit() -> str:
+    """The source commit, for the run's tags ("unknown" outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 if __name__ == "__main__":
