@@ -27,6 +27,18 @@ DEFAULTS = TrainConfig()
 @click.option(
     "--finetune-learning-rate", default=DEFAULTS.finetune_learning_rate, show_default=True
 )
+@click.option(
+    "--schedule", type=click.Choice(["plateau", "cosine", "constant"]),
+    default=DEFAULTS.schedule, show_default=True,
+    help="plateau: LR / 10 when validation loss worsens, stop when that no longer helps.",
+)  # fmt: skip
+@click.option("--max-decays", default=DEFAULTS.max_decays, show_default=True)
+@click.option("--early-stopping-patience", default=DEFAULTS.early_stopping_patience,
+              show_default=True, help="0 = off.")  # fmt: skip
+@click.option("--warmup-epochs", default=DEFAULTS.warmup_epochs, show_default=True)
+@click.option("--checkpoint-dir", default=DEFAULTS.checkpoint_dir,
+              help="Local or gs:// folder for per-epoch checkpoints (default: under "
+              "$GALLERYTAG_HOME, keyed by config and dataset; reruns resume).")  # fmt: skip
 @click.option("--experiment", default=DEFAULTS.experiment, show_default=True)
 @click.option(
     "--registered-model", default=DEFAULTS.registered_model, show_default=True,

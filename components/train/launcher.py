@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common import dataset
+from components.common import dataset, storage
 from components.common.tracking import gallerytag_home, tracking
 from components.train.config import TrainConfig
 
@@ -37,6 +37,8 @@ def preflight(config: TrainConfig) -> dataset.Manifest:
         raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}")
     if config.workers < 1:
         raise ValueError(f"--workers must be at least 1, not {config.workers}")
+    if not config.data:
+        raise ValueError("no dataset given: pass --data DATASET_DIR (from `gallerytag ingest`)")
     manifest = dataset.read_manifest(config.data)
     if manifest.split_size("train") == 0:
         raise dataset.DatasetError(
@@ -46,8 +48,42 @@ def preflight(config: TrainConfig) -> dataset.Manifest:
         raise dataset.DatasetError(
             f"{config.data} has {len(manifest.labels)} label(s); a tagger needs at least 2"
         )
-    dataset.shard_paths(config.data, manifest, "train")
+    check_label_ids(config.data, manifest)
     return manifest
+
+
+def check_label_ids(data: str, manifest: dataset.Manifest, sample: int = 2000) -> None:
+    """Catch shards written with another label map (a mixed-up dataset folder) early."""
+    import tensorflow as tf
+
+    from components.common.tfdata import FEATURES
+
+    for split in dataset.SPLITS:
+        files = dataset.shard_paths(data, manifest, split)
+        if not files or manifest.split_size(split) == 0:
+            continue
+        for record in tf.data.TFRecordDataset(files).take(sample):
+            label = int(tf.io.parse_single_example(record, FEATURES)[dataset.FEATURE_LABEL])
+            if not 0 <= label < len(manifest.labels):
+                raise dataset.DatasetError(
+                    f"{data}: a {split} shard holds label id {label} but manifest.json lists "
+                    f"{len(manifest.labels)} labels; the shards and the manifest come from "
+                    "different ingests. Re-ingest into an empty folder."
+                )
+
+
+def check_writable(folder: str) -> None:
+    """Fail now, not after the first epoch, when checkpoints cannot be written."""
+    probe = storage.join(folder, ".write-probe")
+    try:
+        storage.makedirs(folder)
+        storage.write_text(probe, "ok")
+        storage.delete(probe)
+    except OSError as error:
+        raise OSError(
+            f"cannot write checkpoints to {folder} ({error}); pass a writable "
+            "--checkpoint-dir or fix the permissions"
+        ) from None
 
 
 def worker_command(config_file: Path, result_file: Path, workers: int) -> list[str]:
@@ -72,6 +108,7 @@ def train(config: TrainConfig, tracking_uri: str | None = None) -> TrainResult:
         config = dataclasses.replace(
             config, checkpoint_dir=str(gallerytag_home() / "checkpoints" / key)
         )
+    check_writable(config.checkpoint_dir)
     with tracking(tracking_uri), tempfile.TemporaryDirectory(prefix="gallerytag-train-") as tmp:
         config_file = Path(tmp, "config.json")
         result_file = Path(tmp, "result.json")
