@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gallerytag-setup
 DEMO_DIR ?= demo-output
-DEMO_PER_CLASS ?= 100
+DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
 .PHONY: setup demo demo-data test test-fast lint format bench lock clean

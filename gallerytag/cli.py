@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-# Quiet TensorFlow's C++ start-up chatter before anything imports it.
+# Quiet TensorFlow's C++ start-up chatter and MLflow's download bars before they load.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import click
 
@@ -25,6 +26,9 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Beam's local runner relays every worker's start-up warnings; they are not ours.
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
 for command in (ingest, train, evaluate, tag, demo):

@@ -7,6 +7,7 @@ and an unlabelled inbox, then ingest -> train (Horovod) -> evaluate -> tag.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -52,10 +53,11 @@ def load_fashion_mnist() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarra
 def write_broken_files(folder: Path) -> list[str]:
     """Drop a truncated JPEG, an empty file and a text file named .jpg into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    good = Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8))
-    good.save(folder / "_full.jpg", quality=90)
-    data = (folder / "_full.jpg").read_bytes()
-    (folder / "_full.jpg").unlink()
+    # A noisy photo-sized image, so cutting it in half cuts the pixel data, not the header.
+    noise = np.random.default_rng(7).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
     (folder / "broken_truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "broken_empty.jpg").write_bytes(b"")
     (folder / "broken_text.jpg").write_text("this is a note, not a photo\n")
@@ -82,13 +84,13 @@ def materialise_gallery(out: Path, per_class: int, inbox_size: int, seed: int = 
 
 @click.command()
 @click.option("--out", default="demo-output", show_default=True, help="Everything goes here.")
-@click.option("--per-class", default=100, show_default=True, help="Labelled images per class.")
+@click.option("--per-class", default=300, show_default=True, help="Labelled images per class.")
 @click.option("--inbox", "inbox_size", default=200, show_default=True,
               help="Unlabelled images to tag.")  # fmt: skip
 @click.option("--image-size", default=96, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Horovod processes.")
-@click.option("--head-epochs", default=4, show_default=True)
-@click.option("--finetune-epochs", default=4, show_default=True)
+@click.option("--head-epochs", default=5, show_default=True)
+@click.option("--finetune-epochs", default=5, show_default=True)
 def demo(
     out: str,
     per_class: int,
