@@ -68,3 +68,12 @@ def test_early_stopping_patience() -> None:
     rule = EarlyStopping(patience=2)
     actions = [rule.after_epoch(e, loss) for e, loss in enumerate([1.0, 0.9, 0.95, 0.92])]
     assert actions == [Action.CONTINUE, Action.CONTINUE, Action.CONTINUE, Action.STOP]
+
+
+def test_constant_never_stops() -> None:
+    """Constant keeps the rate and goes on whatever the loss does."""
+    from components.train.schedule import ConstantSchedule
+
+    schedule = ConstantSchedule(0.01)
+    assert [schedule.after_epoch(e, 1.0 + e) for e in range(3)] == [Action.CONTINUE] * 3
+    assert schedule.current_rate(7) == 0.01

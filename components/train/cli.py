@@ -39,6 +39,8 @@ DEFAULTS = TrainConfig()
 @click.option("--checkpoint-dir", default=DEFAULTS.checkpoint_dir,
               help="Local or gs:// folder for per-epoch checkpoints (default: under "
               "$GALLERYTAG_HOME, keyed by config and dataset; reruns resume).")  # fmt: skip
+@click.option("--fp16-allreduce/--no-fp16-allreduce", default=DEFAULTS.fp16_allreduce,
+              show_default=True, help="Compress gradients to fp16 for the allreduce.")  # fmt: skip
 @click.option("--experiment", default=DEFAULTS.experiment, show_default=True)
 @click.option(
     "--registered-model", default=DEFAULTS.registered_model, show_default=True,

@@ -25,12 +25,14 @@ class TrainConfig:
     schedule: str = "plateau"  # plateau (the paper's), cosine, or constant
     max_decays: int = 3  # plateau: at most this many LR / 10 steps
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
+    fp16_allreduce: bool = False  # compress gradients to fp16 on the wire (multi-node GPUs)
     dropout: float = 0.2
     augment: bool = True
     seed: int = 42
     experiment: str = "gallerytag"
     registered_model: str = "gallerytag"
     checkpoint_dir: str = ""  # local or gs://; empty = $GALLERYTAG_HOME/checkpoints/<key>
+    rank_stats_dir: str = ""  # if set, each rank appends its own epoch figures here (JSONL)
 
     def to_json(self) -> str:
         """Serialise for the worker processes and for MLflow."""
@@ -48,7 +50,8 @@ class TrainConfig:
 
     def checkpoint_key(self, dataset_hash: str) -> str:
         """A folder name equal for a rerun of the same training on the same data, only then."""
-        identity = json.dumps({**asdict(self), "checkpoint_dir": ""}, sort_keys=True)
+        where = {"checkpoint_dir": "", "rank_stats_dir": ""}
+        identity = json.dumps({**asdict(self), **where}, sort_keys=True)
         return hashlib.sha256(f"{dataset_hash}|{identity}".encode()).hexdigest()[:16]
 
     def __post_init__(self) -> None:

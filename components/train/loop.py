@@ -30,8 +30,11 @@ def make_train_step(
     optimizer: keras.optimizers.Optimizer,
     loss_fn: Callable,
     average_gradients: bool = True,
+    fp16_allreduce: bool = False,
 ) -> Callable:
     """A compiled step: forward, (averaged) gradients, update; returns (loss, n_correct)."""
+    # Horovod: fp16 halves the bytes on the wire; worth it when the network is the bottleneck.
+    compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
 
     @tf.function
     def train_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -40,7 +43,7 @@ def make_train_step(
             loss = loss_fn(labels, probabilities)
         if average_gradients:
             # Horovod: allreduce-average gradients so all workers apply the same update.
-            tape = hvd.DistributedGradientTape(tape)
+            tape = hvd.DistributedGradientTape(tape, compression=compression)
         # Horovod: the tape needs the backing tf.Variables; Keras 3 variables fail there.
         gradients = tape.gradient(loss, [v.value for v in model.trainable_variables])
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
@@ -83,15 +86,22 @@ class EpochStats:
 
 
 def evaluate(model: keras.Model, batches: tf.data.Dataset, loss_fn: Callable) -> dict[str, float]:
-    """Loss and accuracy over every worker's share of an evaluation set."""
-    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    """Loss, accuracy and top-3 accuracy over every worker's share of an evaluation set."""
+    totals = {"loss_sum": 0.0, "correct": 0.0, "correct_top3": 0.0, "count": 0.0}
     for images, labels in batches:
         probabilities = model(images, training=False)
         count = float(tf.shape(labels)[0])
         totals["loss_sum"] += float(loss_fn(labels, probabilities)) * count
         predicted = tf.argmax(probabilities, axis=-1, output_type=labels.dtype)
         totals["correct"] += float(tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32)))
+        k = min(3, int(probabilities.shape[-1]))
+        in_top3 = tf.math.in_top_k(tf.cast(labels, tf.int32), probabilities, k)
+        totals["correct_top3"] += float(tf.reduce_sum(tf.cast(in_top3, tf.float32)))
         totals["count"] += count
     totals = allreduce_sums(totals)
     count = max(totals["count"], 1.0)
-    return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+    return {
+        "loss": totals["loss_sum"] / count,
+        "accuracy": totals["correct"] / count,
+        "top3_accuracy": totals["correct_top3"] / count,
+    }

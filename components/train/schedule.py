@@ -59,6 +59,25 @@ class PlateauSchedule:
 
 
 @dataclass
+class ConstantSchedule:
+    """The same learning rate every epoch; never stops on its own."""
+
+    learning_rate: float
+
+    def current_rate(self, epoch: int) -> float:
+        """The constant rate."""
+        return self.learning_rate
+
+    def after_epoch(self, epoch: int, validation_loss: float) -> Action:
+        """Always continue."""
+        return Action.CONTINUE
+
+    def state(self) -> dict:
+        """Everything needed to resume."""
+        return asdict(self)
+
+
+@dataclass
 class CosineSchedule:
     """Cosine decay from `learning_rate` to `min_rate` over `epochs` epochs."""
 

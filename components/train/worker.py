@@ -34,7 +34,13 @@ from components.train.loop import (
     make_train_step,
     warmup_learning_rate,
 )
-from components.train.schedule import Action, CosineSchedule, EarlyStopping, PlateauSchedule
+from components.train.schedule import (
+    Action,
+    ConstantSchedule,
+    CosineSchedule,
+    EarlyStopping,
+    PlateauSchedule,
+)
 from models.head import build_classifier, set_trainable_top_blocks
 from models.registry import BACKBONES, build_backbone
 
@@ -66,16 +72,19 @@ class Phase:
     learning_rate: float
 
 
+SCHEDULES = {"plateau": PlateauSchedule, "cosine": CosineSchedule, "constant": ConstantSchedule}
+
+
 def make_schedule(config: TrainConfig, phase: Phase, saved: dict | None):
     """The configured LR schedule for a phase, continued from a checkpoint when given."""
+    kind = SCHEDULES[config.schedule]
     if saved:
-        kind = CosineSchedule if config.schedule == "cosine" else PlateauSchedule
         return kind(**saved)
-    if config.schedule == "cosine":
+    if kind is CosineSchedule:
         return CosineSchedule(phase.learning_rate, phase.epochs)
-    max_decays = config.max_decays if config.schedule == "plateau" else 0
-    # "constant" is a plateau rule that may not decay: it only tracks the best epoch.
-    return PlateauSchedule(phase.learning_rate, max_decays=max_decays, factor=0.1)
+    if kind is PlateauSchedule:
+        return PlateauSchedule(phase.learning_rate, max_decays=config.max_decays)
+    return ConstantSchedule(phase.learning_rate)
 
 
 class Trainer:
@@ -162,7 +171,9 @@ class Trainer:
             checkpoint.restore_optimizer(self.checkpoint_dir, optimizer)
         self.optimizer = optimizer
         broadcast_state(self.model, optimizer)
-        step_fn = make_train_step(self.model, optimizer, self.loss_fn)
+        step_fn = make_train_step(
+            self.model, optimizer, self.loss_fn, fp16_allreduce=self.config.fp16_allreduce
+        )
         warmup_steps = int(self.config.warmup_epochs * self.steps_per_epoch)
         stopper = EarlyStopping(self.config.early_stopping_patience)
         for epoch in range(self.state.phase_epochs_done, phase.epochs):
@@ -208,6 +219,7 @@ class Trainer:
             correct += float(n_correct)
             self.state.global_step += 1
         seconds = time.perf_counter() - started
+        self._record_rank_stats(loss_sum / self.steps_per_epoch, seconds)
         # Horovod: average the statistics over workers so rank 0 logs the global figures.
         sums = allreduce_sums({"loss": loss_sum, "correct": correct})
         images_total = self.steps_per_epoch * self.config.batch_size * hvd.size()
@@ -218,6 +230,16 @@ class Trainer:
             seconds=seconds,
         )
         return stats, learning_rate
+
+    def _record_rank_stats(self, loss: float, seconds: float) -> None:
+        """This rank's own figures, before averaging (to find slow or diverging workers)."""
+        if not self.config.rank_stats_dir:
+            return
+        folder = Path(self.config.rank_stats_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"epoch": self.state.epochs_done + 1, "loss": loss, "seconds": seconds}
+        with (folder / f"rank{hvd.rank()}.jsonl").open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
 
     def validate(self) -> dict[str, float]:
         """Validation loss/accuracy over all workers (empty dict when there is no split)."""
@@ -264,6 +286,29 @@ def log_epoch(phase: str, epoch: int, stats: EpochStats, validation: dict, lr: f
     mlflow.log_metrics(metrics, step=epoch)
     shown = " ".join(f"{key}={value:.4g}" for key, value in metrics.items())
     print(f"epoch {epoch} ({phase}): {shown}", flush=True)
+
+
+def log_training_curves(run_id: str) -> None:
+    """Rank 0: plot loss and accuracy per epoch from the run's own metric history."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+            if history:
+                axis.plot([m.step for m in history], [m.value for m in history], style, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    figure.tight_layout()
+    mlflow.log_figure(figure, "training_curves.png")
+    plt.close(figure)
 
 
 def log_model(trainer: Trainer, config: TrainConfig) -> dict:
@@ -361,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
         trainer.train(on_epoch=log_epoch, save=save_checkpoint)
+        mlflow.log_dict(json.loads(config.to_json()), "config.json")
+        log_training_curves(run.info.run_id)
         result = {"run_id": run.info.run_id, **log_model(trainer, config)}
     if args.result:
         storage.write_text(args.result, json.dumps(result))
