@@ -8,6 +8,7 @@ the config and continues at the next epoch.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -55,7 +56,7 @@ def _put_arrays(arrays: list[np.ndarray], url: str) -> None:
 
 
 def _get_arrays(url: str) -> list[np.ndarray]:
-    with np.load(storage.local_copy(url)) as saved:
+    with np.load(io.BytesIO(storage.read_bytes(url))) as saved:
         return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
