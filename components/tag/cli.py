@@ -20,6 +20,18 @@ DEFAULTS = TagPolicy()
 @click.option("--min-margin", default=DEFAULTS.min_margin, show_default=True,
               help="Top-1 minus top-2 probability needed for status 'auto'.")  # fmt: skip
 @click.option("--shards", default=4, show_default=True, help="Number of tag files.")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "parquet"]),
+              default="jsonl", show_default=True, help="Format of the tag files.")  # fmt: skip
+@click.option("--incremental", is_flag=True,
+              help="Keep the rows of images already tagged by this model version (same "
+              "content hash) from the previous run in --out; only new or changed images "
+              "are decoded and predicted.")  # fmt: skip
+@click.option("--write-metadata", is_flag=True,
+              help="Also merge the tag into each gs:// object's custom metadata "
+              "(gallerytag-* keys; other keys are kept).")  # fmt: skip
+@click.option("--copy-to", default=None,
+              help="Also copy each image into DIR/<label>/ "
+              "(uncertain ones: DIR/_review/<label>/).")  # fmt: skip
 @click.option("--tracking-uri", default=None, help="MLflow server (default as for train).")
 @click.pass_context
 def tag(
@@ -30,20 +42,29 @@ def tag(
     min_score: float,
     min_margin: float,
     shards: int,
+    output_format: str,
+    incremental: bool,
+    write_metadata: bool,
+    copy_to: str | None,
     tracking_uri: str | None,
 ) -> None:
     """Tag every image under SOURCE (folder or gs:// prefix) with a model.
     Extra arguments go to Beam, e.g. --runner DataflowRunner."""
     from components.common.tracking import fetch_tagger, tracking
-    from components.tag.pipeline import run
+    from components.tag.pipeline import TagOutputs, run
 
     policy = TagPolicy(min_score=min_score, min_margin=min_margin, top_k=DEFAULTS.top_k)
+    outputs = TagOutputs(output_format, shards, incremental, write_metadata, copy_to)
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         with tracking(tracking_uri):
             tagger = fetch_tagger(model_uri, tmp)
-        summary = run(source, out, tagger, policy, shards, beam_args=list(ctx.args))
+        summary = run(source, out, tagger, policy, outputs, beam_args=list(ctx.args))
     click.echo(
         f"tag: seen {summary.seen} = auto {summary.auto} + review {summary.review} + "
         f"rejected {summary.rejected} ({summary.images_per_second:.1f} images/s)"
     )
-    click.echo(f"tags in {summary.out}/tags-*.jsonl, review queue {summary.out}/review.jsonl")
+    if summary.carried:
+        click.echo(f"  {summary.carried} unchanged images kept their previous tags")
+    click.echo(
+        f"tags in {summary.out}/tags-*.{output_format}, review queue {summary.out}/review.jsonl"
+    )

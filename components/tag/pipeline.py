@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -37,6 +38,7 @@ class TagSummary:
     auto: int
     review: int
     rejected: int
+    carried: int  # rows kept from the previous run (incremental mode), part of auto + review
     seconds: float
 
     @property
@@ -49,17 +51,26 @@ class ReadAndDecode(beam.DoFn):
     """Read one file and turn it into the model's input, or a rejection with the reason."""
 
     REJECTED = "rejected"
+    CARRIED = "carried"
 
     def __init__(self, tagger: TaggerSpec, limits: DecodeLimits) -> None:
         self.tagger = tagger
         self.limits = limits
         self.seen = Metrics.counter(NAMESPACE, "seen")
 
-    def process(self, uri: str) -> Iterator:
-        """Emit ((uri, hash), pixels) or a tagged rejected row."""
+    def process(self, joined: tuple[str, dict]) -> Iterator:
+        """Emit ((uri, hash), pixels), the previous row of an unchanged image, or a rejection."""
+        uri, sides = joined
+        if not sides["listed"]:
+            return  # a previous row for an image that is gone: drop it
         self.seen.inc()
+        previous = list(sides["previous"])
         try:
             data = storage.read_bytes(uri)
+            if previous and previous[0].get("content_hash") == content_hash(data):
+                Metrics.counter(NAMESPACE, "carried").inc()
+                yield beam.pvalue.TaggedOutput(self.CARRIED, previous[0])
+                return
             pixels = load_for_model(
                 data, self.tagger.image_size, self.tagger.resize_mode, self.limits
             )
@@ -84,13 +95,126 @@ def failed_batch_rows(failure: tuple, tagger: TaggerSpec) -> Iterator[dict]:
         yield rejected_row(uri, "inference_failed", repr(error), tagger.uri, tagger.version)
 
 
+@dataclass(frozen=True)
+class TagOutputs:
+    """What the job writes besides the tag rows' default JSONL shards."""
+
+    format: str = "jsonl"  # "jsonl" or "parquet"
+    shards: int = 4
+    incremental: bool = False  # carry over rows of unchanged images tagged by this model version
+    write_metadata: bool = False  # merge tags into each gs:// object's custom metadata
+    copy_to: str | None = None  # copy images into <copy_to>/<label>/ (review: _review/<label>/)
+
+    def __post_init__(self) -> None:
+        if self.format not in ("jsonl", "parquet"):
+            raise ValueError(f"format must be jsonl or parquet, not {self.format!r}")
+        if self.shards < 1:
+            raise ValueError("shards must be at least 1")
+
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("uri", pa.string()),
+        ("content_hash", pa.string()),
+        ("model", pa.string()),
+        ("model_version", pa.string()),
+        ("labels", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
+        ("top1", pa.string()),
+        ("score", pa.float64()),
+        ("margin", pa.float64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def is_tag_shard(name: str) -> bool:
+    """Whether a file name is one of the tag row shards (either format)."""
+    return name.startswith("tags-") and name.endswith((".jsonl", ".parquet"))
+
+
+def read_previous_rows(pipeline: beam.Pipeline, out: str, tagger: TaggerSpec) -> beam.PCollection:
+    """(uri, row) of the last complete output's rows made by this very model version."""
+    if not storage.exists(storage.join(out, SUCCESS_NAME)):
+        return pipeline | "NoPreviousRows" >> beam.Create([])
+    shards = [
+        u for u in storage.list_files(out, recursive=False) if is_tag_shard(u.rsplit("/", 1)[-1])
+    ]
+    jsonl = [u for u in shards if u.endswith(".jsonl")]
+    parquet = [u for u in shards if u.endswith(".parquet")]
+    parts = []
+    if jsonl:
+        parts.append(
+            pipeline
+            | "PreviousJsonl" >> beam.Create(jsonl)
+            | "ReadPreviousJsonl" >> beam.io.ReadAllFromText()
+            | "ParsePrevious" >> beam.Map(json.loads)
+        )
+    if parquet:
+        parts.append(
+            pipeline
+            | "PreviousParquet" >> beam.Create(parquet)
+            | "ReadPreviousParquet" >> beam.io.ReadAllFromParquet()
+            # Parquet stores an absent reason as null; the JSON rows simply omit it.
+            | "DropNulls" >> beam.Map(lambda row: {k: v for k, v in row.items() if v is not None})
+        )
+    if not parts:
+        return pipeline | "NoPreviousShards" >> beam.Create([])
+    return (
+        parts
+        | "AllPrevious" >> beam.Flatten()
+        | "SameModel"
+        >> beam.Filter(
+            lambda row: row["model_version"] == tagger.version and row["model"] == tagger.uri
+        )
+        | "KeyPreviousByUri" >> beam.Map(lambda row: (row["uri"], row))
+    )
+
+
+class CopyToLabelFolder(beam.DoFn):
+    """Copy a tagged image into <root>/<label>/ (or <root>/_review/<label>/)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def process(self, row: dict) -> Iterator[dict]:
+        """Copy, naming the file by content hash + original name so names never collide."""
+        folder = row["top1"] if row["status"] == "auto" else f"_review/{row['top1']}"
+        name = f"{row['content_hash'][:12]}_{row['uri'].rsplit('/', 1)[-1]}"
+        storage.copy(row["uri"], storage.join(self.root, folder, name))
+        yield row
+
+
+class WriteObjectMetadata(beam.DoFn):
+    """Merge the tag into the gs:// object's custom metadata, keeping every other key."""
+
+    def process(self, row: dict) -> Iterator[dict]:
+        """Idempotent: the same tags merged twice leave the object unchanged."""
+        storage.merge_metadata(row["uri"], metadata_for(row))
+        Metrics.counter(NAMESPACE, "metadata_written").inc()
+        yield row
+
+
+def metadata_for(row: dict) -> dict[str, str]:
+    """The custom-metadata keys gallerytag owns on a tagged object."""
+    return {
+        "gallerytag-label": row["top1"],
+        "gallerytag-score": f"{row['score']:.4f}",
+        "gallerytag-status": row["status"],
+        "gallerytag-model": row["model"],
+        "gallerytag-model-version": row["model_version"] or "",
+    }
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     source: str,
     tagger: TaggerSpec,
     policy: TagPolicy,
     staging: str,
-    shards: int,
+    outputs: TagOutputs,
+    previous: beam.PCollection,
     limits: DecodeLimits = DecodeLimits(),
 ) -> None:
     """Attach the tagging transforms to `pipeline`, writing every output under `staging`."""
@@ -100,14 +224,20 @@ def build_pipeline(
         | "ListImages" >> beam.FlatMap(storage.list_files)
         | "Distribute" >> beam.Reshuffle()
     )
-    decoded = uris | "ReadAndDecode" >> beam.ParDo(ReadAndDecode(tagger, limits)).with_outputs(
-        ReadAndDecode.REJECTED, main="images"
+    listed = uris | "KeyByUri" >> beam.Map(lambda uri: (uri, None))
+    decoded = (
+        {"listed": listed, "previous": previous}
+        | "JoinPrevious" >> beam.CoGroupByKey()
+        | "ReadAndDecode"
+        >> beam.ParDo(ReadAndDecode(tagger, limits)).with_outputs(
+            ReadAndDecode.REJECTED, ReadAndDecode.CARRIED, main="images"
+        )
     )
     handler = KeyedModelHandler(KerasImageHandler(tagger.model_file))
     predictions, dead_letter = (
         decoded.images | "RunInference" >> RunInference(handler).with_exception_handling()
     )
-    rows = predictions | "ToTagRow" >> beam.Map(
+    fresh = predictions | "ToTagRow" >> beam.Map(
         lambda keyed: tag_row(
             keyed[0][0],
             keyed[0][1],
@@ -118,11 +248,31 @@ def build_pipeline(
             tagger.version,
         )
     )
+    if outputs.write_metadata:
+        fresh = fresh | "WriteObjectMetadata" >> beam.ParDo(WriteObjectMetadata())
+    if outputs.copy_to:
+        fresh = fresh | "CopyToLabelFolders" >> beam.ParDo(CopyToLabelFolder(outputs.copy_to))
+    rows = (fresh, decoded[ReadAndDecode.CARRIED]) | "AllRows" >> beam.Flatten()
     failed = dead_letter.failed_inferences | "FailedBatches" >> beam.FlatMap(
         failed_batch_rows, tagger
     )
     rejected = (decoded[ReadAndDecode.REJECTED], failed) | "AllRejected" >> beam.Flatten()
-    beam_io.write_jsonl(rows, storage.join(staging, "tags"), "Tags", shards)
+    tags_prefix = storage.join(staging, "tags")
+    if outputs.format == "parquet":
+        _ = (
+            rows
+            | "ToParquetRow" >> beam.Map(lambda row: {**row, "reason": row.get("reason")})
+            | "WriteTagsParquet"
+            >> beam.io.WriteToParquet(
+                tags_prefix,
+                PARQUET_SCHEMA,
+                num_shards=outputs.shards,
+                shard_name_template="-SSSSS-of-NNNNN",
+                file_name_suffix=".parquet",
+            )
+        )
+    else:
+        beam_io.write_jsonl(rows, tags_prefix, "Tags", outputs.shards)
     review = rows | "OnlyReview" >> beam.Filter(lambda row: row["status"] == "review")
     beam_io.write_jsonl(review, storage.join(staging, "review.jsonl"), "Review")
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
@@ -131,7 +281,8 @@ def build_pipeline(
     counts = (
         (uris | "Seen" >> beam.Map(lambda _: "seen"),
          rows | "StatusOfTags" >> beam.Map(lambda row: row["status"]),
-         rejected | "StatusOfRejects" >> beam.Map(lambda row: row["status"]))
+         rejected | "StatusOfRejects" >> beam.Map(lambda row: row["status"]),
+         decoded[ReadAndDecode.CARRIED] | "Carried" >> beam.Map(lambda _: "carried"))
         | "AllStatuses" >> beam.Flatten()
         | "CountStatuses" >> beam.combiners.Count.PerElement()
         | "CollectCounts" >> beam.combiners.ToDict()
@@ -144,7 +295,7 @@ def run(
     out: str,
     tagger: TaggerSpec,
     policy: TagPolicy = TagPolicy(),
-    shards: int = 4,
+    outputs: TagOutputs = TagOutputs(),
     beam_args: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
 ) -> TagSummary:
@@ -153,12 +304,19 @@ def run(
     out = out.rstrip("/")
     if not storage.exists(source):
         raise FileNotFoundError(f"source {source} does not exist")
+    if outputs.write_metadata and not source.startswith("gs://"):
+        raise ValueError("--write-metadata needs a gs:// source (object metadata is GCS-only)")
     started = time.perf_counter()
     staging = beam_io.new_staging_dir(out)
     pipeline = test_pipeline or beam.Pipeline(
         options=PipelineOptions(beam_io.default_beam_args(beam_args or []))
     )
-    build_pipeline(pipeline, source, tagger, policy, staging, shards)
+    previous = (
+        read_previous_rows(pipeline, out, tagger)
+        if outputs.incremental
+        else pipeline | "NoPreviousRows" >> beam.Create([])
+    )
+    build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous)
     pipeline.run().wait_until_finish()
     counts = beam_io.read_json(storage.join(staging, "_counts.json"))
     summary = TagSummary(
@@ -169,6 +327,7 @@ def run(
         auto=counts.get("auto", 0),
         review=counts.get("review", 0),
         rejected=counts.get("rejected", 0),
+        carried=counts.get("carried", 0),
         seconds=round(time.perf_counter() - started, 3),
     )
     accounted = summary.auto + summary.review + summary.rejected
@@ -183,6 +342,6 @@ def run(
         out,
         SUCCESS_NAME,
         json.dumps(record, indent=2, sort_keys=True),
-        lambda name: name.startswith("tags-") or name in ("review.jsonl", "rejected.jsonl"),
+        lambda name: is_tag_shard(name) or name in ("review.jsonl", "rejected.jsonl"),
     )
     return summary
