@@ -88,3 +88,8 @@ def commit_staged(
             storage.move(staged, storage.join(out, name))
     storage.write_text(marker_path, marker_text)
     storage.delete(staging, recursive=True)
+    # Staging folders of killed earlier runs: their work was redone by this run.
+    # (One run per output folder at a time; a concurrent run's staging would vanish too.)
+    for leftover in storage.list_dirs(out):
+        if leftover.startswith(".staging-"):
+            storage.delete(storage.join(out, leftover), recursive=True)
