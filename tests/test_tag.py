@@ -251,3 +251,19 @@ def test_write_metadata_needs_gcs(brightness_tagger: TaggerSpec, tmp_path: Path)
             brightness_tagger,
             outputs=TagOutputs(write_metadata=True),
         )
+
+
+def test_remote_runner_gets_the_model_from_temp_location(
+    brightness_tagger: TaggerSpec, gcs_bucket: str
+) -> None:
+    """For Dataflow-like runners the model file is staged next to --temp_location."""
+    from components.tag.pipeline import stage_model_for_workers
+
+    direct = stage_model_for_workers(brightness_tagger, [])
+    assert direct.model_file == brightness_tagger.model_file
+    args = ["--runner", "DataflowRunner", "--temp_location", f"gs://{gcs_bucket}/tmp"]
+    staged = stage_model_for_workers(brightness_tagger, args)
+    assert staged.model_file.startswith(f"gs://{gcs_bucket}/tmp/gallerytag-models/")
+    assert storage.read_bytes(staged.model_file) == Path(brightness_tagger.model_file).read_bytes()
+    with pytest.raises(ValueError, match="temp_location"):
+        stage_model_for_workers(brightness_tagger, ["--runner", "DataflowRunner"])

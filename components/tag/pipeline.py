@@ -6,6 +6,7 @@ written last, so its presence means the output is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -290,6 +291,23 @@ def build_pipeline(
     beam_io.write_json_value(counts, storage.join(staging, "_counts.json"), "Counts")
 
 
+def stage_model_for_workers(tagger: TaggerSpec, beam_args: list[str]) -> TaggerSpec:
+    """On a remote runner, copy the model file to --temp_location so workers can load it."""
+    options = PipelineOptions(beam_args).get_all_options()
+    runner = str(options.get("runner") or "DirectRunner")
+    if "Direct" in runner or "://" in tagger.model_file:
+        return tagger
+    temp = options.get("temp_location")
+    if not temp:
+        raise ValueError(f"--runner {runner} needs --temp_location gs://... to ship the model")
+    with open(tagger.model_file, "rb") as stream:
+        digest = content_hash(stream.read())
+    staged = storage.join(temp, "gallerytag-models", f"{digest[:16]}.keras")
+    if not storage.exists(staged):
+        storage.copy(tagger.model_file, staged)
+    return dataclasses.replace(tagger, model_file=staged)
+
+
 def run(
     source: str,
     out: str,
@@ -306,6 +324,7 @@ def run(
         raise FileNotFoundError(f"source {source} does not exist")
     if outputs.write_metadata and not source.startswith("gs://"):
         raise ValueError("--write-metadata needs a gs:// source (object metadata is GCS-only)")
+    tagger = stage_model_for_workers(tagger, beam_args or [])
     started = time.perf_counter()
     staging = beam_io.new_staging_dir(out)
     pipeline = test_pipeline or beam.Pipeline(
