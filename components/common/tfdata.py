@@ -36,6 +36,7 @@ def make_dataset(
     *,
     training: bool,
     augment: bool = False,
+    cache: bool = False,
     num_shards: int = 1,
     shard_index: int = 0,
     seed: int = 0,
@@ -47,9 +48,15 @@ def make_dataset(
     """
     records = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE)
     records = records.shard(num_shards, shard_index)
-    if training:
+    if training and not cache:
+        # Shuffle the small encoded records, not decoded pixels: far less memory per slot.
         records = records.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
     images = records.map(_decode(image_size), num_parallel_calls=AUTOTUNE)
+    if cache:
+        # Decoded pixels stay in memory: later epochs skip reading and JPEG decoding.
+        images = images.cache()
+        if training:
+            images = images.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
     if training and augment:
         images = images.map(_augment, num_parallel_calls=AUTOTUNE)
     return images.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)

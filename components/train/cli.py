@@ -41,6 +41,8 @@ DEFAULTS = TrainConfig()
               "$GALLERYTAG_HOME, keyed by config and dataset; reruns resume).")  # fmt: skip
 @click.option("--fp16-allreduce/--no-fp16-allreduce", default=DEFAULTS.fp16_allreduce,
               show_default=True, help="Compress gradients to fp16 for the allreduce.")  # fmt: skip
+@click.option("--cache/--no-cache", default=DEFAULTS.cache, show_default=True,
+              help="Keep decoded training images in memory after the first epoch.")  # fmt: skip
 @click.option("--experiment", default=DEFAULTS.experiment, show_default=True)
 @click.option(
     "--registered-model", default=DEFAULTS.registered_model, show_default=True,

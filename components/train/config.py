@@ -28,6 +28,7 @@ class TrainConfig:
     fp16_allreduce: bool = False  # compress gradients to fp16 on the wire (multi-node GPUs)
     dropout: float = 0.2
     augment: bool = True
+    cache: bool = False  # keep decoded training images in memory after the first epoch
     seed: int = 42
     experiment: str = "gallerytag"
     registered_model: str = "gallerytag"

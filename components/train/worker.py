@@ -109,6 +109,7 @@ class Trainer:
                 config.batch_size,
                 training=True,
                 augment=config.augment,
+                cache=config.cache,
                 num_shards=hvd.size(),
                 shard_index=hvd.rank(),
                 seed=config.seed,
