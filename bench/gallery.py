@@ -47,3 +47,15 @@ def subset(folder: Path, count: int, target: Path) -> Path:
         if not link.exists():
             link.symlink_to(folder / f"{index:07d}.jpg")
     return target
+
+
+def labelled_subset(folder: Path, count: int, target: Path) -> Path:
+    """Class folders (`china/`, `flower/`, by the source photo) of symlinks to the first
+    `count` images: an ingest source without copying files."""
+    for index in range(count):
+        label = ("china", "flower")[index % 2]
+        link = target / label / f"{index:07d}.jpg"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder / f"{index:07d}.jpg")
+    return target

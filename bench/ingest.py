@@ -1,0 +1,104 @@
+"""Benchmark: ingest throughput against plain decoding of the same files, and its memory.
+
+All in one run, on photo-sized JPEGs (about 1024x768, bench/gallery.py), all cores:
+  1. decode-only images/s: Pillow full decode, and Pillow reduced-scale (draft) decode;
+  2. the real ingest pipeline's images/s (DirectRunner multi-processing, default settings);
+  3. ratio ingest / plain decode (goal >= 0.7), and peak RSS of the whole process tree at a
+     small and a large image count (goal: ratio <= 1.2).
+Usage: .venv/bin/python bench/ingest.py [--images 20000] [--small 5000] [--image-size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.gallery import labelled_subset, make_gallery  # noqa: E402
+from bench.tag import PeakMemory  # noqa: E402
+
+
+def _full_decode(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.size[0]
+
+
+def _draft_decode(args: tuple[Path, int]) -> int:
+    from components.common.images import decode_image
+
+    path, size = args
+    return decode_image(path.read_bytes(), shrink_to=(size, "pad")).size[0]
+
+
+def decode_rate(files: list[Path], size: int | None) -> float:
+    """images/s decoding every file on all cores (full, or reduced-scale for `size`)."""
+    started = time.perf_counter()
+    with multiprocessing.Pool() as pool:
+        if size is None:
+            pool.map(_full_decode, files, chunksize=64)
+        else:
+            pool.map(_draft_decode, [(f, size) for f in files], chunksize=64)
+    return len(files) / (time.perf_counter() - started)
+
+
+def ingest_rate(source: Path, out: Path, size: int) -> tuple[float, int]:
+    """(images/s, peak RSS bytes) of the ingest pipeline with default runner settings."""
+    from components.ingest.core import IngestConfig
+    from components.ingest.pipeline import run
+
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        summary = run(str(source), str(out), IngestConfig(image_size=size))
+    elapsed = time.perf_counter() - started
+    assert summary.seen == summary.accepted + summary.rejected + summary.duplicates
+    return summary.seen / elapsed, memory.peak
+
+
+def main() -> None:
+    """Run the measurements and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--small", type=int, default=5000)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--workdir", default=str(ROOT / ".cache" / "bench-tag"))
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    gallery = make_gallery(workdir / "gallery", args.images)
+    files = [gallery / f"{i:07d}.jpg" for i in range(args.images)]
+    small_source = labelled_subset(gallery, args.small, workdir / f"labelled-{args.small}")
+    large_source = labelled_subset(gallery, args.images, workdir / f"labelled-{args.images}")
+
+    full = decode_rate(files, None)
+    draft = decode_rate(files, args.image_size)
+    small_rate, small_peak = ingest_rate(small_source, workdir / "ingest-s", args.image_size)
+    large_rate, large_peak = ingest_rate(large_source, workdir / "ingest-l", args.image_size)
+
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"{args.images} JPEGs of 1024x768 -> {args.image_size} px, {os.cpu_count()} cores")
+    rows = [
+        ("decode only, Pillow full size", f"{full:.1f} images/s"),
+        ("decode only, Pillow reduced scale (draft)", f"{draft:.1f} images/s"),
+        (f"ingest pipeline ({args.images} images)", f"{large_rate:.1f} images/s"),
+        (f"ingest pipeline ({args.small} images)", f"{small_rate:.1f} images/s"),
+        ("ratio ingest / full decode (goal >= 0.7)", f"{large_rate / full:.3f}"),
+        ("ratio ingest / reduced-scale decode", f"{large_rate / draft:.3f}"),
+        (f"peak RSS at {args.small} images", f"{small_peak / 2**20:.0f} MiB"),
+        (f"peak RSS at {args.images} images", f"{large_peak / 2**20:.0f} MiB"),
+        ("memory ratio large / small (goal <= 1.2)", f"{large_peak / small_peak:.2f}"),
+    ]
+    for name, value in rows:
+        print(f"  {name:<45} {value}")
+
+
+if __name__ == "__main__":
+    main()
