@@ -11,7 +11,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import click
 
-from components.evaluate.cli import evaluate
+from components.evaluate.cli import evaluate, promote
 from components.ingest.cli import ingest
 from components.tag.cli import tag
 from components.train.cli import train
@@ -31,7 +31,7 @@ def cli(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
-for command in (ingest, train, evaluate, tag, demo):
+for command in (ingest, train, evaluate, promote, tag, demo):
     cli.add_command(command)
 
 

@@ -103,6 +103,7 @@ def demo(
     """Run ingest -> train -> evaluate -> tag on a Fashion-MNIST gallery, no cluster needed."""
     # Imported here so `gallerytag --help` stays fast (these pull in TF and Beam).
     from components.common.tracking import LocalStore, fetch_tagger, gallerytag_home, tracking
+    from components.evaluate.promote import promote
     from components.evaluate.run import evaluate
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run as ingest
@@ -113,10 +114,10 @@ def demo(
     root = Path(out).resolve()
     os.environ.setdefault("GALLERYTAG_HOME", str(root / "mlflow"))
     store = LocalStore(gallerytag_home())
-    click.echo(f"[1/5] writing the demo gallery ({per_class} images x 10 classes) to {root}")
+    click.echo(f"[1/6] writing the demo gallery ({per_class} images x 10 classes) to {root}")
     materialise_gallery(root, per_class, inbox_size)
 
-    click.echo("[2/5] ingest: validate, dedupe, split, shard (Beam)")
+    click.echo("[2/6] ingest: validate, dedupe, split, shard (Beam)")
     dataset_dir = str(root / "dataset")
     summary = ingest(str(root / "gallery"), dataset_dir, IngestConfig(image_size=image_size))
     click.echo(
@@ -124,7 +125,7 @@ def demo(
         f" + duplicates {summary.duplicates}; rejected: {summary.rejected_reasons}"
     )
     with tracking() as uri:
-        click.echo(f"[3/5] train: horovodrun -np {workers}, tracked in MLflow at {uri}")
+        click.echo(f"[3/6] train: horovodrun -np {workers}, tracked in MLflow at {uri}")
         config = TrainConfig(
             data=dataset_dir,
             workers=workers,
@@ -135,15 +136,21 @@ def demo(
         )
         result = train(config, uri)
         model_uri = f"models:/{result.registered_model}/{result.version}"
-        click.echo(f"[4/5] evaluate {model_uri} on the test split")
-        evaluation = evaluate(model_uri, dataset_dir)
-        click.echo(f"[5/5] tag the unlabelled inbox with {model_uri} (Beam RunInference)")
+        click.echo(f"[4/6] evaluate {model_uri} on the test split (metrics, report)")
+        evaluation = evaluate(model_uri, dataset_dir, str(root / "evaluation"))
+        click.echo("[5/6] promotion gate: does it beat the current champion?")
+        decision = promote(model_uri, dataset_dir, decision_path=str(root / "decision.json"))
+        served = "models:/fashion-demo@champion"
+        click.echo(f"      {'promoted' if decision.promote else 'not promoted'}: "
+                   f"{'; '.join(decision.reasons)}")  # fmt: skip
+        click.echo(f"[6/6] tag the unlabelled inbox with {served} (Beam RunInference)")
         with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
-            tagger = fetch_tagger(model_uri, tmp)
+            tagger = fetch_tagger(served, tmp)
             tagged = tag(str(root / "inbox"), str(root / "tags"), tagger)
 
     click.echo("")
     click.echo(f"test top-1 accuracy: {evaluation.top1:.3f} ({evaluation.images} test images)")
+    click.echo(f"evaluation report: {evaluation.report}")
     click.echo(f"MLflow run id: {result.run_id} (experiment gallerytag-demo)")
     click.echo(f"  browse it:  {store.ui_command()}")
     click.echo(

@@ -83,15 +83,23 @@ def test_one_training_is_one_mlflow_run(trained: dict) -> None:
     assert run.data.metrics["logged_model_max_abs_diff"] <= 1e-5
 
 
-def test_registered_model_loads_and_scores(trained: dict, tracking_env: str) -> None:
-    """The registered version loads back from the registry and beats chance clearly."""
+def test_registered_model_evaluates_and_is_promoted(trained: dict, tracking_env: str) -> None:
+    """The registered version loads back, beats chance clearly, gets a report, and as the
+    first model it takes the champion alias."""
+    import mlflow
+
+    from components.evaluate.promote import promote
     from components.evaluate.run import evaluate
 
     result = trained["result"]
     model_uri = f"models:/{result.registered_model}/{result.version}"
-    evaluation = evaluate(model_uri, trained["dataset"])
+    evaluation = evaluate(model_uri, trained["dataset"], str(trained["root"] / "evaluation"))
     assert evaluation.images > 0
     assert evaluation.top1 >= 0.8, evaluation
+    assert "Confusion matrix" in Path(evaluation.report).read_text()
+    assert promote(model_uri, trained["dataset"]).promote
+    champion = mlflow.MlflowClient().get_model_version_by_alias(result.registered_model, "champion")
+    assert champion.version == str(result.version)
 
 
 def test_tag_a_folder_accounts_for_every_file(trained: dict, tracking_env: str) -> None:

@@ -64,7 +64,7 @@ def test_every_input_is_accounted_for(gallery: tuple[Path, dict[str, str]], tmp_
     assert manifest.totals["seen"] == summary.seen
     for split in dataset.SPLITS:
         files = dataset.shard_paths(str(out), manifest, split)
-        assert len(files) == 4
+        assert len(files) >= 1
         assert _count_records(files) == manifest.split_size(split)
     assert sum(manifest.split_size(s) for s in dataset.SPLITS) == 36
     assert not list(out.glob(".staging-*"))
@@ -78,6 +78,8 @@ def test_rerun_gives_the_same_dataset_hash(gallery, tmp_path: Path) -> None:
     second = run(str(root), str(tmp_path / "b"), config, beam_args=["--direct_num_workers=2"])
     assert first.dataset_hash == second.dataset_hash
     assert first.counts == second.counts
+    manifest = dataset.read_manifest(str(tmp_path / "b"))
+    assert all(len(manifest.shards[split]) == 2 for split in dataset.SPLITS)
     other = run(str(root), str(tmp_path / "c"), IngestConfig(image_size=48), beam_args=IN_MEMORY)
     assert other.dataset_hash != first.dataset_hash
 

@@ -92,7 +92,11 @@ def test_gcs_folder_source_and_output(gcs_bucket: str, beam_gcs_anonymous: str, 
     assert (summary.seen, summary.accepted, summary.rejected) == (11, 10, 1)
     manifest = dataset.read_manifest(out)
     assert manifest.labels == ["cats", "dogs"] and manifest.totals["seen"] == 11
-    assert {row["label"] for row in read_back(out)} == {"cats", "dogs"}
+    # TF cannot be pointed at the emulator: stage the dataset locally to read the shards.
+    local = tmp_path / "staged"
+    for uri in storage.list_files(out):
+        storage.copy(uri, str(local / uri.rsplit("/", 1)[-1]))
+    assert {row["label"] for row in read_back(str(local))} == {"cats", "dogs"}
     assert _rejections(out) == {"broken.jpg": "empty_file"}
 
 
@@ -147,15 +151,15 @@ def test_duplicates_exact_near_and_distinct(tmp_path: Path) -> None:
     """Exact copy across labels: one kept, conflict flagged; a resized re-encode is a near
     duplicate; two different photos are both kept."""
     gallery = tmp_path / "g"
-    (gallery / "winter").mkdir(parents=True)
-    (gallery / "summer").mkdir()
+    (gallery / "indoor").mkdir(parents=True)
+    (gallery / "outdoor").mkdir()
     original = _photo_crop("china.jpg", (0, 0, 400, 300))
-    (gallery / "winter" / "a_original.jpg").write_bytes(original)
-    (gallery / "summer" / "b_copy.jpg").write_bytes(original)
+    (gallery / "indoor" / "a_original.jpg").write_bytes(original)
+    (gallery / "outdoor" / "b_copy.jpg").write_bytes(original)
     near = _photo_crop("china.jpg", (0, 0, 400, 300), size=(300, 225), quality=70)
-    (gallery / "summer" / "c_near.jpg").write_bytes(near)
-    (gallery / "summer" / "d_other.jpg").write_bytes(_photo_crop("flower.jpg", (0, 0, 400, 300)))
-    (gallery / "winter" / "e_other.jpg").write_bytes(_photo_crop("china.jpg", (200, 100, 600, 400)))
+    (gallery / "outdoor" / "c_near.jpg").write_bytes(near)
+    (gallery / "outdoor" / "d_other.jpg").write_bytes(_photo_crop("flower.jpg", (0, 0, 400, 300)))
+    (gallery / "indoor" / "e_other.jpg").write_bytes(_photo_crop("china.jpg", (200, 100, 600, 400)))
     out = tmp_path / "d"
     summary = run(str(gallery), str(out), IngestConfig(image_size=32), IN_MEMORY)
     assert (summary.accepted, summary.duplicates) == (3, 2)

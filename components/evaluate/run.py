@@ -1,86 +1,348 @@
-"""Evaluate a registered tagger on a dataset's test split and record the result in MLflow."""
+"""Evaluate a tagger on a dataset: metrics with intervals, threshold table, calibration,
+Grad-CAM panels and label-noise suspects; write them (JSON + HTML report) and log them to the
+model's MLflow run. The maths lives in core / suspects / gradcam; this module wires it."""
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.common import dataset
+from components.common import dataset, storage
 from components.common.tracking import TaggerSpec, fetch_tagger
-from components.evaluate.core import top_k_accuracy
+from components.evaluate import core, report
+from components.evaluate.suspects import SuspectConfig, find_suspects
+
+EVALUATION_FILE = "evaluation.json"
+SUSPECTS_FILE = "suspects.jsonl"
+REPORT_FILE = "report.html"
+MAX_KEPT_SUSPECT_IMAGES = 2000  # contradicted images whose pixels are kept for the report
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What to compute and how much of it to show."""
+
+    split: str = "test"
+    k: int = 3
+    target_accuracy: float = 0.95  # the report recommends the lowest threshold reaching it
+    gradcam_per_class: int = 2  # panels per class, for right and for wrong predictions each
+    suspects: SuspectConfig = field(default_factory=SuspectConfig)
+    suspect_splits: tuple[str, ...] = ("train", "validation")
+    batch_size: int = 64
+
+
+@dataclass
+class Predictions:
+    """A model's outputs over one or more splits, row-aligned."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    embeddings: np.ndarray
+    uris: list[str]
+    images: dict[int, np.ndarray]  # a few rows' pixels, for panels
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Test-split figures of one model on one dataset."""
+    """Headline figures (the full set is in the JSON file) and where the outputs went."""
 
     model_uri: str
     dataset_hash: str
     images: int
     top1: float
-    top3: float
-
-    def to_json(self) -> str:
-        """For files and logs."""
-        return json.dumps(asdict(self), indent=2)
-
-
-def predict_split(
-    model, dataset_dir: str, manifest: dataset.Manifest, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and true labels for every image of one split."""
-    from components.common.tfdata import make_dataset
-
-    files = dataset.shard_paths(dataset_dir, manifest, split)
-    batches = make_dataset(files, manifest.image_size, 64, training=False)
-    probabilities, labels = [], []
-    for images, batch_labels in batches:
-        probabilities.append(model.predict_on_batch(images))
-        labels.append(batch_labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(labels)
+    topk: float
+    k: int
+    out_dir: str
+    report: str
 
 
-def _check_compatible(
-    tagger: TaggerSpec, model_uri: str, manifest: dataset.Manifest, dataset_dir: str
-) -> None:
+def read_records(files: list[str], image_size: int, batch_size: int):
+    """Batches of {image, label, uri} from dataset shards, in file order."""
+    import tensorflow as tf
+
+    features = {
+        dataset.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+        dataset.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+        dataset.FEATURE_URI: tf.io.FixedLenFeature([], tf.string),
+    }
+
+    def parse(serialized):
+        example = tf.io.parse_single_example(serialized, features)
+        image = tf.io.decode_jpeg(example[dataset.FEATURE_IMAGE], channels=3)
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        return {
+            "image": tf.cast(image, tf.float32),
+            "label": example[dataset.FEATURE_LABEL],
+            "uri": example[dataset.FEATURE_URI],
+        }
+
+    records = tf.data.TFRecordDataset(files)
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+def feature_model(model):
+    """The tagger with a second output: the backbone's pooled embedding."""
+    import keras
+
+    nested = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.Model)]
+    if not nested or nested[0] + 1 >= len(model.layers):
+        raise ValueError(f"{model.name} is not a backbone + head tagger")
+    embedding = model.layers[nested[0] + 1].input
+    return keras.Model(model.inputs, [embedding, *model.outputs])
+
+
+def predict(model, batches, keep) -> Predictions:
+    """Run the model over `batches`; `keep(row, label, predicted, confidence)` says which
+    rows' pixels to hold on to."""
+    extractor = feature_model(model)
+    probabilities, labels, embeddings, uris, images = [], [], [], [], {}
+    for batch in batches:
+        embedded, probs = extractor.predict_on_batch(batch["image"])
+        batch_labels = batch["label"].numpy()
+        start = sum(len(chunk) for chunk in labels)
+        for offset, (label, row) in enumerate(zip(batch_labels, probs, strict=True)):
+            predicted = int(row.argmax())
+            if keep(int(label), predicted, float(row[predicted])):
+                images[start + offset] = batch["image"][offset].numpy().astype(np.uint8)
+        probabilities.append(probs)
+        labels.append(batch_labels)
+        embeddings.append(embedded)
+        uris.extend(uri.decode() for uri in batch["uri"].numpy())
+    if not labels:
+        raise dataset.DatasetError("no images were read from the split's shards")
+    return Predictions(
+        np.concatenate(probabilities),
+        np.concatenate(labels),
+        np.concatenate(embeddings),
+        uris,
+        images,
+    )
+
+
+def panel_keeper(n_classes: int, per_class: int):
+    """Keep the first `per_class` right and wrong predictions of each true label."""
+    slots = {(label, right): per_class for label in range(n_classes) for right in (True, False)}
+
+    def keep(label: int, predicted: int, _confidence: float) -> bool:
+        key = (label, label == predicted)
+        if slots.get(key, 0) <= 0:
+            return False
+        slots[key] -= 1
+        return True
+
+    return keep
+
+
+def suspect_keeper(config: SuspectConfig):
+    """Keep pixels of confidently contradicted images (the only possible suspects)."""
+    budget = [MAX_KEPT_SUSPECT_IMAGES]
+
+    def keep(label: int, predicted: int, confidence: float) -> bool:
+        if label == predicted or confidence < config.min_confidence or budget[0] <= 0:
+            return False
+        budget[0] -= 1
+        return True
+
+    return keep
+
+
+def check_compatible(tagger: TaggerSpec, manifest: dataset.Manifest, dataset_dir: str) -> None:
+    """The model must know the dataset's labels and image size."""
+    if tagger.multi_label:
+        raise ValueError(f"{tagger.uri} is multi-label; evaluation covers single-label taggers")
     if tagger.labels != manifest.labels:
         raise dataset.DatasetError(
-            f"model {model_uri} knows labels {tagger.labels} but {dataset_dir} has "
+            f"model {tagger.uri} knows labels {tagger.labels} but {dataset_dir} has "
             f"{manifest.labels}; evaluate on the dataset the model was trained for"
         )
     if tagger.image_size != manifest.image_size:
         raise dataset.DatasetError(
-            f"model {model_uri} expects {tagger.image_size}px images, the dataset has "
+            f"model {tagger.uri} expects {tagger.image_size}px images, the dataset has "
             f"{manifest.image_size}px; re-ingest with --image-size {tagger.image_size}"
         )
 
 
-def evaluate(model_uri: str, dataset_dir: str, split: str = "test") -> EvaluationResult:
-    """Score the model on the split; log the figures to the model's training run."""
-    import mlflow
-
-    manifest = dataset.read_manifest(dataset_dir)
+def require_split(manifest: dataset.Manifest, dataset_dir: str, split: str) -> None:
+    """A clear error instead of metrics over nothing."""
     if manifest.split_size(split) == 0:
         raise dataset.DatasetError(
             f"{dataset_dir} has no '{split}' images to evaluate on; re-ingest with a non-zero "
-            f"{split} ratio"
+            f"{split} ratio or more images"
         )
+
+
+def compute_metrics(
+    predictions: Predictions, names: list[str], config: EvaluateConfig
+) -> dict[str, object]:
+    """Every figure of the report, as plain JSON-ready values."""
+    probabilities, labels = predictions.probabilities, predictions.labels
+    n = len(labels)
+    top1 = core.wilson_interval(int(core.top_k_correct(probabilities, labels, 1).sum()), n)
+    topk = core.wilson_interval(int(core.top_k_correct(probabilities, labels, config.k).sum()), n)
+    per_class, averages = core.per_class_table(probabilities, labels, names)
+    thresholds = {
+        kind: core.threshold_table(probabilities, labels, kind) for kind in ("confidence", "margin")
+    }
+    calibration = core.calibration(probabilities, labels)
+    curves = core.pr_curves(probabilities, labels)
+    return {
+        "images": n,
+        "top1": top1.as_dict(),
+        f"top{config.k}": topk.as_dict(),
+        "k": config.k,
+        "per_class": per_class,
+        "averages": averages,
+        "confusion": core.confusion(probabilities, labels, len(names)).tolist(),
+        "average_precision": {
+            name: (curve["average_precision"] if curve else None)
+            for name, curve in zip(names, curves, strict=True)
+        },
+        "thresholds": thresholds,
+        "recommended": {
+            "target_accuracy": config.target_accuracy,
+            "min_confidence": core.threshold_for_accuracy(
+                thresholds["confidence"], config.target_accuracy
+            ),
+            "min_margin": core.threshold_for_accuracy(thresholds["margin"], config.target_accuracy),
+        },
+        "ece": calibration.ece,
+        "_top1": top1,
+        "_topk": topk,
+        "_calibration": calibration,
+        "_curves": curves,
+    }
+
+
+def gradcam_panels(model, predictions: Predictions, names: list[str]) -> list[dict]:
+    """Grad-CAM overlays for the kept test images, ordered by class."""
+    from components.evaluate.gradcam import grad_cam, overlay
+
+    rows = sorted(predictions.images)
+    if not rows:
+        return []
+    images = np.stack([predictions.images[row] for row in rows]).astype(np.float32)
+    predicted = predictions.probabilities[rows].argmax(axis=1)
+    heatmaps = grad_cam(model, images, predicted)
+    panels = []
+    for row, image, heatmap, guess in zip(rows, images, heatmaps, predicted, strict=True):
+        panels.append(
+            {
+                "label": names[predictions.labels[row]],
+                "predicted": names[guess],
+                "confidence": float(predictions.probabilities[row, guess]),
+                "correct": bool(guess == predictions.labels[row]),
+                "uri": predictions.uris[row],
+                "png": report.png_data_uri(overlay(image.astype(np.uint8), heatmap)),
+            }
+        )
+    return sorted(panels, key=lambda p: (p["label"], not p["correct"]))
+
+
+def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
+    """Label-noise suspects among the training / validation images, and how many were read."""
+    files = [
+        f for s in config.suspect_splits for f in dataset.shard_paths(dataset_dir, manifest, s)
+    ]
+    if not files:
+        return [], 0
+    batches = read_records(files, manifest.image_size, config.batch_size)
+    seen = predict(model, batches, suspect_keeper(config.suspects))
+    rows = find_suspects(seen.embeddings, seen.probabilities, seen.labels, names, config.suspects)
+    for row in rows:
+        row["uri"] = seen.uris[row["index"]]
+        pixels = seen.images.get(row.pop("index"))
+        row["png"] = report.png_data_uri(pixels) if pixels is not None else None
+    return rows, len(seen.labels)
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+
+
+def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
+    """Figures as metrics on the model's training run; the files as its artifacts."""
+    import mlflow
+
+    values = {
+        f"{split}_top1": metrics["top1"]["value"],
+        f"{split}_top1_ci_low": metrics["top1"]["low"],
+        f"{split}_top1_ci_high": metrics["top1"]["high"],
+        f"{split}_top{metrics['k']}": metrics[f"top{metrics['k']}"]["value"],
+        f"{split}_macro_f1": metrics["averages"]["macro"]["f1"],
+        f"{split}_ece": metrics["ece"],
+    }
+    for row in metrics["per_class"]:
+        values[_metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(values)
+        for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE):
+            mlflow.log_artifact(storage.local_copy(storage.join(out_dir, name)), "evaluation")
+
+
+def evaluate(
+    model_uri: str, dataset_dir: str, out_dir: str, config: EvaluateConfig = EvaluateConfig()
+) -> EvaluationResult:
+    """Evaluate, write evaluation.json / suspects.jsonl / report.html to `out_dir`, and log
+    them to the model's MLflow run when it has one."""
+    manifest = dataset.read_manifest(dataset_dir)
+    require_split(manifest, dataset_dir, config.split)
+    names = manifest.labels
     with tempfile.TemporaryDirectory(prefix="gallerytag-eval-") as tmp:
         tagger = fetch_tagger(model_uri, tmp)
-        _check_compatible(tagger, model_uri, manifest, dataset_dir)
-        probabilities, labels = predict_split(tagger.load(), dataset_dir, manifest, split)
-    result = EvaluationResult(
+        check_compatible(tagger, manifest, dataset_dir)
+        model = tagger.load()
+    files = dataset.shard_paths(dataset_dir, manifest, config.split)
+    batches = read_records(files, manifest.image_size, config.batch_size)
+    test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class))
+    metrics = compute_metrics(test, names, config)
+    suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
+    context = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
+        "model_uri": model_uri,
+        "model_version": tagger.version,
+        "dataset_dir": dataset_dir,
+        "dataset_hash": manifest.dataset_hash,
+        "split": config.split,
+        "top1": metrics["_top1"],
+        "topk": metrics["_topk"],
+        "recommended_threshold": metrics["recommended"]["min_confidence"],
+        "target_accuracy": config.target_accuracy,
+        "confusion_png": report.confusion_figure(np.array(metrics["confusion"]), names),
+        "pr_png": report.pr_figure(metrics["_curves"], names),
+        "coverage_png": report.coverage_figure(metrics["thresholds"]["confidence"]),
+        "reliability_png": report.reliability_figure(metrics["_calibration"]),
+        "gradcam": gradcam_panels(model, test, names),
+        "suspects": suspects,
+        "suspect_images": suspect_images,
+    }
+    summary = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
+        "schema_version": 1,
+        "model_uri": model_uri,
+        "model_version": tagger.version,
+        "run_id": tagger.run_id,
+        "dataset_hash": manifest.dataset_hash,
+        "split": config.split,
+        "suspects": len(suspects),
+    }
+    storage.write_text(storage.join(out_dir, EVALUATION_FILE), json.dumps(summary, indent=2))
+    storage.write_text(
+        storage.join(out_dir, SUSPECTS_FILE),
+        "".join(json.dumps({k: v for k, v in r.items() if k != "png"}) + "\n" for r in suspects),
+    )
+    report_path = storage.join(out_dir, REPORT_FILE)
+    storage.write_text(report_path, report.render_report(context))
+    if tagger.run_id:
+        log_to_mlflow(tagger.run_id, summary, out_dir, config.split)
+    return EvaluationResult(
         model_uri=model_uri,
         dataset_hash=manifest.dataset_hash,
-        images=len(labels),
-        top1=top_k_accuracy(probabilities, labels, 1),
-        top3=top_k_accuracy(probabilities, labels, 3),
+        images=len(test.labels),
+        top1=summary["top1"]["value"],
+        topk=summary[f"top{config.k}"]["value"],
+        k=config.k,
+        out_dir=out_dir,
+        report=report_path,
     )
-    if tagger.run_id:
-        with mlflow.start_run(run_id=tagger.run_id):
-            mlflow.log_metrics({f"{split}_top1": result.top1, f"{split}_top3": result.top3})
-            mlflow.log_dict(asdict(result), f"evaluation/{split}.json")
-    return result

@@ -33,7 +33,9 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     "--split", "split_text", default="70/10/20", show_default=True,
     help="train/validation/test ratios.",
 )  # fmt: skip
-@click.option("--shards", default=4, show_default=True, help="TFRecord shards per split.")
+@click.option("--shards", default=0, show_default=True,
+              help="TFRecord shards per split; 0 lets the runner choose (no shuffle of pixels, "
+              "memory stays flat).")  # fmt: skip
 @click.option("--min-side", default=8, show_default=True, help="Reject images smaller than this.")
 @click.option(
     "--max-pixels", default=100_000_000, show_default=True,

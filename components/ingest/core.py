@@ -31,7 +31,7 @@ class IngestConfig:
     split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train, validation, test
     min_side: int = 8
     max_pixels: int = 100_000_000
-    shards_per_split: int = 4
+    shards_per_split: int = 0  # 0 = one shard per bundle, chosen by the runner (no shuffle)
     jpeg_quality: int = 95
     near_duplicate_distance: int = 10  # max differing bits of 256; -1 turns it off
     small_class_policy: str = "warn"  # "warn" or "error" when a label misses a split

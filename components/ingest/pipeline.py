@@ -7,6 +7,7 @@ last, so a killed run never leaves a dataset that looks complete.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ from components.ingest.sources import Source, SourceItem, resolve_source
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
+PHASH_INPUT_SIZE = 64  # imagehash.phash(hash_size=16) reduces images to 64x64 anyway
+PLAN = "_plan.jsonl"
+LATE = "_late.jsonl"
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,12 @@ class ListSource(beam.DoFn):
         yield from self.source.items(partition)
 
 
-class DecodeAndResize(beam.DoFn):
-    """Read one file, validate it by content and resize it; rejects go to a tagged output."""
+class Inspect(beam.DoFn):
+    """Read one file, validate it by content and fingerprint it; rejects go to a tagged output.
+
+    Only a light record leaves this step (no pixels): deduplication and splitting shuffle
+    these, and the pixels are produced later in a single fused pass, so memory stays flat.
+    """
 
     REJECTED = "rejected"
 
@@ -79,7 +87,7 @@ class DecodeAndResize(beam.DoFn):
         self.accepted = Metrics.counter(NAMESPACE, "decoded")
 
     def process(self, element: SourceItem) -> Iterator:
-        """Emit a record dict for a usable image, or a rejection row."""
+        """Emit {uri, label, hash, split, phash} for a usable image, or a rejection row."""
         uri, label, split = element
         self.seen.inc()
         if not label:
@@ -92,8 +100,9 @@ class DecodeAndResize(beam.DoFn):
             return
         try:
             limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
-            image = decode_image(data, limits, (self.config.image_size, self.config.resize_mode))
-            pixels = fit_image(image, self.config.image_size, self.config.resize_mode)
+            # The whole entropy-coded stream is still decoded (truncation is caught), but
+            # at the smallest DCT scale that the perceptual hash needs.
+            image = decode_image(data, limits, (PHASH_INPUT_SIZE, "crop"))
         except ImageRejected as rejection:
             yield self._reject(uri, label, rejection.reason, rejection.detail)
             return
@@ -102,7 +111,6 @@ class DecodeAndResize(beam.DoFn):
             "uri": uri,
             "label": label,
             "hash": hash_bytes(data),
-            "jpeg": encode_jpeg(pixels, self.config.jpeg_quality),
             "split": split,  # None unless the manifest fixed it
             "phash": perceptual_hash(image),
         }
@@ -235,19 +243,19 @@ def drop_near_duplicates(
     return result.unique, result[DUPLICATES]
 
 
-def build_pipeline(
+def build_plan_pipeline(
     pipeline: beam.Pipeline, source: Source, staging: str, config: IngestConfig
 ) -> None:
-    """Attach the ingest transforms to `pipeline`, writing every output under `staging`."""
-    label_ids = {label: index for index, label in enumerate(source.labels)}
+    """Pass 1 (light records only): list, validate, dedupe, split; writes the plan, the
+    rejections, the duplicates and the counts under `staging`."""
     files = (
         pipeline
         | "Partitions" >> beam.Create(source.partitions())
         | "ListFiles" >> beam.ParDo(ListSource(source))
         | "Distribute" >> beam.Reshuffle()
     )
-    decoded = files | "DecodeAndResize" >> beam.ParDo(DecodeAndResize(config)).with_outputs(
-        DecodeAndResize.REJECTED, main="images"
+    decoded = files | "Inspect" >> beam.ParDo(Inspect(config)).with_outputs(
+        Inspect.REJECTED, main="images"
     )
     deduped = (
         decoded.images
@@ -262,21 +270,11 @@ def build_pipeline(
             "split": record["split"] or assign_split(record["hash"], config.split_ratios),
         }
     )
-    by_split = split | "PartitionBySplit" >> beam.Partition(
-        lambda record, _: dataset.SPLITS.index(record["split"]), len(dataset.SPLITS)
+    plan = split | "PlanRow" >> beam.Map(
+        lambda r: {"uri": r["uri"], "label": r["label"], "hash": r["hash"], "split": r["split"]}
     )
-    for name, records in zip(dataset.SPLITS, by_split, strict=True):
-        _ = (
-            records
-            | f"Serialize{name}" >> beam.Map(to_example, label_ids)
-            | f"Write{name}"
-            >> beam.io.WriteToTFRecord(
-                storage.join(staging, name),
-                file_name_suffix=".tfrecord",
-                num_shards=config.shards_per_split,
-            )
-        )
-    rejected = decoded[DecodeAndResize.REJECTED]
+    beam_io.write_jsonl(plan, storage.join(staging, PLAN), "Plan")
+    rejected = decoded[Inspect.REJECTED]
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
     duplicates = (deduped[DUPLICATES], near_duplicates) | "AllDuplicates" >> beam.Flatten()
     beam_io.write_jsonl(duplicates, storage.join(staging, "duplicates.jsonl"), "Duplicates")
@@ -295,12 +293,67 @@ def build_pipeline(
     beam_io.write_json_value(outcomes, storage.join(staging, "_outcomes.json"), "Outcomes")
 
 
+class MakeExample(beam.DoFn):
+    """Pass 2: read a planned image again, resize it and serialise it as a tf.train.Example."""
+
+    LATE = "late"
+
+    def __init__(self, config: IngestConfig, label_ids: dict[str, int]) -> None:
+        self.config = config
+        self.label_ids = label_ids
+
+    def process(self, row: dict) -> Iterator:
+        """Emit (split index, serialized example), or a late failure if the file changed."""
+        target = (self.config.image_size, self.config.resize_mode)
+        try:
+            data = storage.read_bytes(row["uri"])
+            if hash_bytes(data) != row["hash"]:
+                raise ValueError("content changed since it was inspected")
+            limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
+            pixels = fit_image(decode_image(data, limits, target), *target)
+        except Exception as error:  # recorded and reported by run(), never a crash mid-run
+            yield beam.pvalue.TaggedOutput(self.LATE, {"uri": row["uri"], "error": str(error)})
+            return
+        record = {**row, "jpeg": encode_jpeg(pixels, self.config.jpeg_quality)}
+        yield dataset.SPLITS.index(row["split"]), to_example(record, self.label_ids)
+
+
+def build_write_pipeline(
+    pipeline: beam.Pipeline, staging: str, config: IngestConfig, labels: list[str]
+) -> None:
+    """Pass 2: plan rows -> pixels -> shards, fused in one stage so nothing heavy is
+    shuffled or held in memory (with the default runner-chosen shard count)."""
+    label_ids = {label: index for index, label in enumerate(labels)}
+    examples = (
+        pipeline
+        | "ReadPlan" >> beam.io.ReadFromText(storage.join(staging, PLAN))
+        | "ParsePlan" >> beam.Map(json.loads)
+        | "Spread" >> beam.Reshuffle()
+        | "MakeExample"
+        >> beam.ParDo(MakeExample(config, label_ids)).with_outputs(MakeExample.LATE, main="ok")
+    )
+    by_split = examples.ok | "PartitionBySplit" >> beam.Partition(
+        lambda keyed, _: keyed[0], len(dataset.SPLITS)
+    )
+    for name, keyed in zip(dataset.SPLITS, by_split, strict=True):
+        _ = (
+            keyed
+            | f"Drop{name}Key" >> beam.Map(lambda pair: pair[1])
+            | f"Write{name}"
+            >> beam.io.WriteToTFRecord(
+                storage.join(staging, name),
+                file_name_suffix=".tfrecord",
+                num_shards=config.shards_per_split,
+            )
+        )
+    beam_io.write_jsonl(examples[MakeExample.LATE], storage.join(staging, LATE), "Late")
+
+
 def run(
     source: str,
     out: str,
     config: IngestConfig = IngestConfig(),
     beam_args: list[str] | None = None,
-    test_pipeline: beam.Pipeline | None = None,
 ) -> IngestSummary:
     """Ingest a folder-per-class or manifest source into a dataset directory; return counts."""
     resolved = resolve_source(source)
@@ -308,9 +361,18 @@ def run(
     out = out.rstrip("/")
     staging = beam_io.new_staging_dir(out)
     options = PipelineOptions(beam_io.default_beam_args(beam_args or []))
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(pipeline, resolved, staging, config)
+    pipeline = beam.Pipeline(options=options)
+    build_plan_pipeline(pipeline, resolved, staging, config)
     pipeline.run().wait_until_finish()
+    writer = beam.Pipeline(options=options)
+    build_write_pipeline(writer, staging, config, labels)
+    writer.run().wait_until_finish()
+    late = storage.read_text(storage.join(staging, LATE)).strip()
+    if late:
+        raise RuntimeError(
+            f"images changed or vanished while ingesting (first: {late.splitlines()[0]}); "
+            f"run the ingest again (staged output kept in {staging})"
+        )
 
     summary = beam_io.read_json(storage.join(staging, "_summary.json"))
     outcomes = beam_io.read_json(storage.join(staging, "_outcomes.json"))

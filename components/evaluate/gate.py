@@ -1,0 +1,102 @@
+"""The promotion gate, pure: given how a candidate and the current champion did on the same
+test images, decide whether the candidate may take the `champion` alias, and say why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from components.evaluate.core import paired_test, wilson_interval
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a candidate counts as really better than the champion."""
+
+    min_improvement: float = 0.0  # top-1 gain needed; a tie (gain 0) never promotes
+    max_p_value: float = 0.05  # McNemar's exact test; 1.0 turns significance off
+    max_recall_drop: float = 0.05  # no class may lose more recall than this
+    min_class_support: int = 5  # classes with fewer test images are too noisy to judge
+    absolute_floor: float = 0.5  # top-1 the first model must reach (no champion yet)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate decided, with the figures it decided on (written as JSON)."""
+
+    promote: bool
+    reasons: list[str]
+    candidate_top1: float
+    champion_top1: float | None
+    p_value: float | None = None
+    recall_drops: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """For the decision file and MLflow tags."""
+        return asdict(self)
+
+
+def per_class_recall(
+    correct: np.ndarray, labels: np.ndarray, names: list[str]
+) -> dict[str, tuple[float | None, int]]:
+    """Recall per class name, with the number of test images it rests on."""
+    recalls = {}
+    for index, name in enumerate(names):
+        mine = labels == index
+        recalls[name] = (float(correct[mine].mean()) if mine.any() else None, int(mine.sum()))
+    return recalls
+
+
+def decide_first(candidate_correct: np.ndarray, config: GateConfig) -> Decision:
+    """No champion yet: promote when the candidate's top-1 reaches the absolute floor."""
+    top1 = wilson_interval(int(candidate_correct.sum()), len(candidate_correct))
+    if top1.value >= config.absolute_floor:
+        reason = f"no champion yet; top-1 {top1.value:.4f} >= floor {config.absolute_floor}"
+        return Decision(True, [reason], top1.value, None)
+    reason = f"no champion yet; top-1 {top1.value:.4f} is below the floor {config.absolute_floor}"
+    return Decision(False, [reason], top1.value, None)
+
+
+def decide(
+    candidate_correct: np.ndarray,
+    champion_correct: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    config: GateConfig,
+) -> Decision:
+    """Candidate vs champion on the same images: margin, paired test and per-class recall."""
+    test = paired_test(candidate_correct, champion_correct)
+    candidate_top1 = float(candidate_correct.mean())
+    champion_top1 = float(champion_correct.mean())
+    blockers = []
+    if test.difference <= config.min_improvement:
+        blockers.append(
+            f"top-1 gain {test.difference:+.4f} is not above the margin {config.min_improvement}"
+        )
+    if test.p_value > config.max_p_value:
+        blockers.append(
+            f"gain not significant: McNemar p={test.p_value:.3g} > {config.max_p_value} "
+            f"({test.candidate_only} images only the candidate gets right, "
+            f"{test.champion_only} only the champion)"
+        )
+    candidate_recall = per_class_recall(candidate_correct, labels, names)
+    champion_recall = per_class_recall(champion_correct, labels, names)
+    drops = {}
+    for name in names:
+        (new, support), (old, _) = candidate_recall[name], champion_recall[name]
+        if support < config.min_class_support or new is None:
+            continue
+        drops[name] = round(old - new, 6)
+        if old - new > config.max_recall_drop:
+            blockers.append(
+                f"recall of '{name}' drops {old:.3f} -> {new:.3f} "
+                f"(more than {config.max_recall_drop})"
+            )
+    if blockers:
+        return Decision(False, blockers, candidate_top1, champion_top1, test.p_value, drops)
+    reason = (
+        f"top-1 {champion_top1:.4f} -> {candidate_top1:.4f} ({test.difference:+.4f}, "
+        f"McNemar p={test.p_value:.3g}); no class recall drops more than {config.max_recall_drop}"
+    )
+    return Decision(True, [reason], candidate_top1, champion_top1, test.p_value, drops)

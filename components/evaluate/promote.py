@@ -1,0 +1,137 @@
+"""Promotion: score a registered candidate and the current `champion` on the same test
+images, let the gate decide, move the alias only on a pass, and record why (JSON + tags)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from components.common import dataset, storage
+from components.common.tracking import fetch_tagger
+from components.evaluate import core
+from components.evaluate.gate import Decision, GateConfig, decide, decide_first
+from components.evaluate.run import check_compatible, read_records, require_split
+
+GATE_TAG = "gallerytag.gate"
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version: what the registry alias points at."""
+
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        """The MLflow URI of this exact version."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_version(model_uri: str) -> ModelVersionRef:
+    """models:/NAME/VERSION or models:/NAME@ALIAS -> the version it names."""
+    import mlflow
+
+    if not model_uri.startswith("models:/"):
+        raise ValueError(
+            f"promotion needs a registered model version (models:/NAME/VERSION), got {model_uri}"
+        )
+    rest = model_uri[len("models:/") :]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+        return ModelVersionRef(name, str(found.version))
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise ValueError(f"{model_uri} does not name a version; use models:/NAME/VERSION")
+    return ModelVersionRef(name, version)
+
+
+def current_champion(name: str, alias: str) -> ModelVersionRef | None:
+    """The version behind the alias, or None when the alias is not set yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(error).lower():
+            return None
+        raise
+    return ModelVersionRef(name, str(found.version))
+
+
+def correct_on_split(
+    model_uri: str, dataset_dir: str, manifest: dataset.Manifest, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test image: was the model's top-1 right; and the true labels (file order)."""
+    with tempfile.TemporaryDirectory(prefix="gallerytag-gate-") as tmp:
+        tagger = fetch_tagger(model_uri, tmp)
+        check_compatible(tagger, manifest, dataset_dir)
+        model = tagger.load()
+    files = dataset.shard_paths(dataset_dir, manifest, split)
+    probabilities, labels = [], []
+    for batch in read_records(files, manifest.image_size, 64):
+        probabilities.append(model.predict_on_batch(batch["image"]))
+        labels.append(batch["label"].numpy())
+    probs, truth = np.concatenate(probabilities), np.concatenate(labels)
+    return core.top_k_correct(probs, truth, 1), truth
+
+
+def promote(
+    candidate_uri: str,
+    dataset_dir: str,
+    alias: str = "champion",
+    config: GateConfig = GateConfig(),
+    decision_path: str | None = None,
+    split: str = "test",
+) -> Decision:
+    """Run the gate; on a pass point `alias` at the candidate. The decision is returned,
+    written to `decision_path` (JSON) and set as tags on the model version and its run."""
+    import mlflow
+
+    candidate = resolve_version(candidate_uri)
+    manifest = dataset.read_manifest(dataset_dir)
+    require_split(manifest, dataset_dir, split)
+    champion = current_champion(candidate.name, alias)
+    candidate_correct, labels = correct_on_split(candidate.uri, dataset_dir, manifest, split)
+    if champion is None:
+        decision = decide_first(candidate_correct, config)
+    elif champion.version == candidate.version:
+        top1 = float(candidate_correct.mean())
+        reason = f"version {candidate.version} already holds the '{alias}' alias"
+        decision = Decision(False, [reason], top1, top1)
+    else:
+        try:
+            champion_correct, _ = correct_on_split(champion.uri, dataset_dir, manifest, split)
+        except dataset.DatasetError as error:
+            champion_correct = None
+            reason = f"champion {champion.uri} cannot be scored on this dataset: {error}"
+            decision = Decision(False, [reason], float(candidate_correct.mean()), None)
+        if champion_correct is not None:
+            decision = decide(candidate_correct, champion_correct, labels, manifest.labels, config)
+    client = mlflow.MlflowClient()
+    if decision.promote:
+        client.set_registered_model_alias(candidate.name, alias, candidate.version)
+    record = decision.as_dict() | {
+        "candidate": candidate.uri,
+        "champion": champion.uri if champion else None,
+        "alias": alias,
+        "dataset_hash": manifest.dataset_hash,
+        "split": split,
+        "gate": vars(config),
+    }
+    verdict = "promoted" if decision.promote else "rejected"
+    reasons = "; ".join(decision.reasons)[:5000]  # MLflow tag values are size-limited
+    client.set_model_version_tag(candidate.name, candidate.version, GATE_TAG, verdict)
+    client.set_model_version_tag(candidate.name, candidate.version, f"{GATE_TAG}.reasons", reasons)
+    run_id = client.get_model_version(candidate.name, candidate.version).run_id
+    if run_id:
+        client.set_tag(run_id, GATE_TAG, verdict)
+        client.set_tag(run_id, f"{GATE_TAG}.reasons", reasons)
+    if decision_path:
+        storage.write_text(decision_path, json.dumps(record, indent=2))
+    return decision

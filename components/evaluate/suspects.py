@@ -1,0 +1,56 @@
+"""Label-noise suspects, pure: images whose label the model contradicts with high confidence
+and whose nearest neighbours in the backbone's embedding space mostly carry another label."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+
+@dataclass(frozen=True)
+class SuspectConfig:
+    """How sure the model and the neighbourhood must be before an image is flagged."""
+
+    min_confidence: float = 0.8  # probability of the contradicting prediction
+    neighbours: int = 10
+    max_own_label_share: float = 0.3  # at most this share of neighbours agrees with the label
+
+
+def find_suspects(
+    embeddings: np.ndarray,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    config: SuspectConfig = SuspectConfig(),
+) -> list[dict]:
+    """Rows {index, label, predicted, confidence, own_label_share, neighbour_label}, most
+    confident first; `index` points back into the inputs."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities[np.arange(len(labels)), predicted]
+    contradicted = np.flatnonzero((predicted != labels) & (confidence >= config.min_confidence))
+    if len(contradicted) == 0 or len(labels) < 2:
+        return []
+    k = min(config.neighbours, len(labels) - 1)
+    index = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(embeddings)
+    _, neighbours = index.kneighbors(embeddings[contradicted])
+    rows = []
+    for row, near in zip(contradicted, neighbours, strict=True):
+        near = near[near != row][:k]  # an image is not its own neighbour
+        near_labels = labels[near]
+        own_share = float(np.mean(near_labels == labels[row]))
+        if own_share > config.max_own_label_share:
+            continue
+        majority = int(np.bincount(near_labels, minlength=len(names)).argmax())
+        rows.append(
+            {
+                "index": int(row),
+                "label": names[labels[row]],
+                "predicted": names[predicted[row]],
+                "confidence": round(float(confidence[row]), 6),
+                "own_label_share": round(own_share, 6),
+                "neighbour_label": names[majority],
+            }
+        )
+    return sorted(rows, key=lambda r: -r["confidence"])

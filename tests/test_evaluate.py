@@ -1,0 +1,279 @@
+"""Evaluation against real parts: Keras taggers registered in a real MLflow server, a Beam-
+ingested dataset, the HTML report parsed back, the gate moving (or not) the registry alias,
+and Grad-CAM on a task where the answer's location is known."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common import dataset
+from components.ingest.core import IngestConfig
+from tests.conftest import jpeg_bytes, pattern_image, write_pattern_gallery
+
+LABELS = ("horizontal", "square", "vertical")  # sorted, as ingest orders its label map
+IN_MEMORY = ["--direct_running_mode=in_memory"]
+SIZE = 32
+
+
+def tiny_tagger(n_classes: int, size: int = SIZE, seed: int = 0):
+    """A small CNN backbone (ending in global average pooling) plus the project's head."""
+    import keras
+
+    from models.head import build_classifier
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
+    model = build_classifier(backbone, n_classes, dropout=0.1)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    return model
+
+
+def split_arrays(dataset_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images and labels of one split."""
+    from components.evaluate.run import read_records
+
+    manifest = dataset.read_manifest(dataset_dir)
+    files = dataset.shard_paths(dataset_dir, manifest, split)
+    batches = list(read_records(files, manifest.image_size, 256))
+    return (
+        np.concatenate([b["image"].numpy() for b in batches]),
+        np.concatenate([b["label"].numpy() for b in batches]),
+    )
+
+
+def register(model, name: str, labels: list[str]) -> str:
+    """Log the Keras model as gallerytag does and register it; returns models:/NAME/VERSION."""
+    import mlflow
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    from components.common.tracking import model_metadata
+
+    probe = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    with mlflow.start_run():
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=infer_signature(probe, model.predict_on_batch(probe)),
+            pip_requirements=["keras==3.15.1"],
+            metadata=model_metadata(labels, SIZE, "pad", False, "tiny"),
+            registered_model_name=name,
+        )
+    return f"models:/{name}/{info.registered_model_version}"
+
+
+@pytest.fixture(scope="module")
+def noisy_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Three pattern classes plus six horizontal-stripe images filed under 'vertical'."""
+    from components.ingest.pipeline import run as ingest
+
+    root = tmp_path_factory.mktemp("eval")
+    gallery = write_pattern_gallery(root / "gallery", 50, LABELS)
+    for index in range(6):
+        pixels = pattern_image(0, seed=90_000 + index)
+        (gallery / "vertical" / f"mislabelled_{index}.jpg").write_bytes(jpeg_bytes(pixels))
+    out = str(root / "dataset")
+    ingest(str(gallery), out, IngestConfig(image_size=SIZE), beam_args=IN_MEMORY)
+    return out
+
+
+@pytest.fixture(scope="module")
+def good_model(noisy_dataset: str):
+    """The tiny tagger trained for a few epochs: clearly better than chance."""
+    model = tiny_tagger(len(LABELS))
+    images, labels = split_arrays(noisy_dataset, "train")
+    model.fit(images, labels, epochs=12, batch_size=16, verbose=0)
+    return model
+
+
+class Sections(HTMLParser):
+    """Collects element ids, image alts and table rows from the report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.img_alts: list[str] = []
+        self.table_rows: dict[str, int] = {}
+        self._table: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        """Record what the assertions look at."""
+        attributes = dict(attrs)
+        if "id" in attributes:
+            self.ids.add(attributes["id"])
+        if tag == "table":
+            self._table = attributes.get("id")
+            self.table_rows[self._table] = 0
+        if tag == "tr" and self._table:
+            self.table_rows[self._table] += 1
+        if tag == "img":
+            assert attributes["src"].startswith("data:image/png;base64,")
+            self.img_alts.append(attributes.get("alt", ""))
+
+
+def test_report_metrics_and_mlflow(
+    noisy_dataset: str, good_model, tracking_env: str, tmp_path: Path
+) -> None:
+    """evaluate() writes JSON, suspects and a self-contained report, and logs them to the
+    model's run; the planted mislabelled images show up as suspects."""
+    import mlflow
+
+    from components.evaluate.run import EvaluateConfig, evaluate
+
+    name = f"eval-{uuid.uuid4().hex[:6]}"
+    uri = register(good_model, name, list(LABELS))
+    out = tmp_path / "evaluation"
+    result = evaluate(uri, noisy_dataset, str(out), EvaluateConfig(gradcam_per_class=1))
+    assert result.top1 > 0.8, result
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["top1"]["low"] < summary["top1"]["value"] < summary["top1"]["high"]
+    assert np.sum(summary["confusion"]) == summary["images"] == result.images
+    assert {row["label"] for row in summary["per_class"]} == set(LABELS)
+    suspects = [json.loads(line) for line in (out / "suspects.jsonl").open()]
+    assert suspects, "the planted mislabelled images should be flagged"
+    planted = [row for row in suspects if "mislabelled_" in row["uri"]]
+    assert planted and all(row["predicted"] == "horizontal" for row in planted)
+    assert len(planted) >= len(suspects) / 2  # mostly the planted ones, not random images
+
+    parser = Sections()
+    parser.feed((out / "report.html").read_text())
+    assert {"confusion-matrix", "pr-curves", "thresholds", "calibration", "grad-cam",
+            "suspects"} <= parser.ids  # fmt: skip
+    assert {"confusion matrix", "precision-recall curves", "reliability diagram"} <= set(
+        parser.img_alts
+    )
+    assert sum(alt.startswith("grad-cam") for alt in parser.img_alts) >= len(LABELS)
+    assert parser.table_rows["threshold-table"] > 10
+    assert parser.table_rows["suspects-table"] == len(suspects) + 1
+    assert parser.table_rows["per-class-table"] == len(LABELS) + 3
+
+    run_id = mlflow.MlflowClient().get_model_version(name, uri.rsplit("/", 1)[1]).run_id
+    run = mlflow.get_run(run_id)
+    assert run.data.metrics["test_top1"] == pytest.approx(result.top1)
+    assert "test_recall.square" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/evaluation.json"} <= artifacts
+
+
+def test_gate_moves_the_alias_in_a_real_registry(
+    noisy_dataset: str, good_model, tracking_env: str, tmp_path: Path
+) -> None:
+    """First model passes the floor; a better one takes the alias; a worse one does not."""
+    import mlflow
+
+    from components.evaluate.gate import GateConfig
+    from components.evaluate.promote import promote
+
+    client = mlflow.MlflowClient()
+    name = f"gate-{uuid.uuid4().hex[:6]}"
+    untrained = tiny_tagger(len(LABELS), seed=1)
+    weak = register(untrained, name, list(LABELS))
+    first = promote(weak, noisy_dataset, config=GateConfig(absolute_floor=0.0))
+    assert first.promote and first.champion_top1 is None
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+    strong = register(good_model, name, list(LABELS))
+    decision_file = tmp_path / "decision.json"
+    better = promote(strong, noisy_dataset, decision_path=str(decision_file))
+    assert better.promote, better.reasons
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+    record = json.loads(decision_file.read_text())
+    assert record["promote"] and record["champion"] == f"models:/{name}/1"
+    assert client.get_model_version(name, "2").tags["gallerytag.gate"] == "promoted"
+
+    again = register(untrained, name, list(LABELS))
+    worse = promote(again, noisy_dataset)
+    assert not worse.promote
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+    assert client.get_model_version(name, "3").tags["gallerytag.gate"] == "rejected"
+    same = promote(f"models:/{name}@champion", noisy_dataset)
+    assert not same.promote and "already holds" in same.reasons[0]
+
+
+def test_bad_inputs_give_clear_messages(
+    noisy_dataset: str, good_model, tracking_env: str, tmp_path: Path
+) -> None:
+    """Label map mismatch, an empty test split, a missing champion: one line, exit code 2."""
+    from click.testing import CliRunner
+
+    from components.ingest.pipeline import run as ingest
+    from gallerytag.cli import cli, main
+
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    wrong_labels = register(good_model, name, ["a", "b", "c"])
+    no_test = str(tmp_path / "no-test")
+    gallery = write_pattern_gallery(tmp_path / "g", 5, LABELS)
+    ingest(str(gallery), no_test, IngestConfig(image_size=SIZE, split_ratios=(0.8, 0.2, 0.0)),
+           beam_args=IN_MEMORY)  # fmt: skip
+    cases = {
+        wrong_labels: (noisy_dataset, "knows labels"),
+        f"models:/{name}/1": (no_test, "no 'test' images"),
+        f"models:/{name}@champion": (noisy_dataset, "champion"),
+    }
+    runner = CliRunner()
+    for model_uri, (data, message) in cases.items():
+        args = ["evaluate", "--model", model_uri, "--data", data, "--out", str(tmp_path / "o")]
+        with pytest.raises(SystemExit) as exit_info:
+            main_with(args, main)
+        assert exit_info.value.code == 2
+        result = runner.invoke(cli, args)
+        assert message in str(result.exception), (model_uri, result.exception)
+
+
+def main_with(args: list[str], main) -> None:
+    """Run the console entry point with arguments, as a user's shell would."""
+    import sys
+
+    saved = sys.argv
+    sys.argv = ["gallerytag", *args]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+
+
+def square_image(rng: np.random.Generator, right: bool, size: int = 48) -> tuple:
+    """A bright square in the left or right third on a left-to-right colour ramp, with noise;
+    the class is where the square sits. Returns (pixels, square box)."""
+    ramp = np.linspace(0, 160, size)[None, :, None] * np.array([1.0, 0.2, 0.6])
+    image = ramp + rng.normal(0, 12, size=(size, size, 3))
+    side = 10
+    top = int(rng.integers(0, size - side))
+    third = size // 3
+    left = int(rng.integers(size - third, size - side) if right else rng.integers(0, third))
+    image[top : top + side, left : left + side] = 250
+    return np.clip(image, 0, 255).astype(np.float32), (top, left, side)
+
+
+def test_grad_cam_peaks_inside_the_deciding_square() -> None:
+    """On a task decided by the bright square's position, the heat map's peak falls on the
+    square (within a 1-pixel rim) for most test images; chance would be about 1 in 9."""
+    from components.evaluate.gradcam import grad_cam
+
+    rng = np.random.default_rng(0)
+    train = [square_image(rng, bool(i % 2)) for i in range(400)]
+    model = tiny_tagger(2, size=48)
+    x = np.stack([pixels for pixels, _ in train])
+    y = np.arange(400) % 2
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    test = [square_image(rng, bool(i % 2)) for i in range(60)]
+    images = np.stack([pixels for pixels, _ in test])
+    assert (model.predict(images, verbose=0).argmax(1) == np.arange(60) % 2).mean() > 0.9
+    heatmaps = grad_cam(model, images, np.arange(60) % 2)
+    assert heatmaps.shape == (60, 48, 48) and heatmaps.max() <= 1.0
+    hits = 0
+    for heatmap, (_, (top, left, side)) in zip(heatmaps, test, strict=True):
+        row, column = np.unravel_index(heatmap.argmax(), heatmap.shape)
+        hits += (top - 1 <= row < top + side + 1) and (left - 1 <= column < left + side + 1)
+    assert hits / len(test) >= 0.8, hits
