@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-data test test-fast lint format bench lock clean
+.PHONY: setup demo demo-data test test-fast lint format bench compile pipeline-local images lock clean
 
 ## setup: create .venv, install the pinned stack, build Horovod (cached); a no-op when up to date
 setup: $(STAMP)
@@ -54,6 +54,22 @@ format: setup
 bench: setup
 	$(PY) bench/ingest.py
 
+## compile: write the KFP pipelines (training.yaml, tagging.yaml) to build/pipelines
+compile: setup
+	$(VENV)/bin/gallerytag pipeline compile --out build/pipelines
+
+## pipeline-local: the training pipeline end to end with KFP's local runner (no cluster)
+pipeline-local: setup demo-data
+	$(VENV)/bin/gallerytag pipeline run --local --work-dir build/pipeline-local
+
+## images: build the CPU and GPU images where a container engine exists
+IMAGE ?= gallerytag
+ENGINE := $(shell command -v docker || command -v podman)
+images:
+	@test -n "$(ENGINE)" || { echo "images: no docker or podman on this machine"; exit 1; }
+	$(ENGINE) build -t $(IMAGE):cpu -f Dockerfile .
+	$(ENGINE) build -t $(IMAGE):gpu -f Dockerfile.gpu .
+
 ## lock: re-resolve constraints.txt from requirements.txt (needs the package registry)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -61,4 +77,4 @@ lock:
 	.lock-venv/bin/pip freeze > constraints.txt && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) local_outputs
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(DEMO_DIR) local_outputs build

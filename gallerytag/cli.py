@@ -16,6 +16,7 @@ from components.ingest.cli import ingest
 from components.tag.cli import tag
 from components.train.cli import train
 from gallerytag.demo import demo
+from pipelines.cli import pipeline
 
 
 @click.group()
@@ -31,7 +32,7 @@ def cli(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
-for command in (ingest, train, evaluate, promote, tag, demo):
+for command in (ingest, train, evaluate, promote, tag, demo, pipeline):
     cli.add_command(command)
 
 

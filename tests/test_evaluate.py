@@ -190,13 +190,15 @@ def test_gate_moves_the_alias_in_a_real_registry(
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     record = json.loads(decision_file.read_text())
     assert record["promote"] and record["champion"] == f"models:/{name}/1"
-    assert client.get_model_version(name, "2").tags["gallerytag.gate"] == "promoted"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["gallerytag.gate"] == "pass" and tags["gallerytag.promoted_to"] == "champion"
 
     again = register(untrained, name, list(LABELS))
     worse = promote(again, noisy_dataset)
     assert not worse.promote
     assert client.get_model_version_by_alias(name, "champion").version == "2"
-    assert client.get_model_version(name, "3").tags["gallerytag.gate"] == "rejected"
+    tags = client.get_model_version(name, "3").tags
+    assert tags["gallerytag.gate"] == "fail" and "gallerytag.promoted_to" not in tags
     same = promote(f"models:/{name}@champion", noisy_dataset)
     assert not same.promote and "already holds" in same.reasons[0]
 

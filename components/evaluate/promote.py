@@ -16,6 +16,7 @@ from components.evaluate.gate import Decision, GateConfig, decide, decide_first
 from components.evaluate.run import check_compatible, read_records, require_split
 
 GATE_TAG = "gallerytag.gate"
+PROMOTED_TAG = "gallerytag.promoted_to"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def correct_on_split(
     return core.top_k_correct(probs, truth, 1), truth
 
 
-def promote(
+def judge(
     candidate_uri: str,
     dataset_dir: str,
     alias: str = "champion",
@@ -89,8 +90,8 @@ def promote(
     decision_path: str | None = None,
     split: str = "test",
 ) -> Decision:
-    """Run the gate; on a pass point `alias` at the candidate. The decision is returned,
-    written to `decision_path` (JSON) and set as tags on the model version and its run."""
+    """Run the gate without touching the alias. The decision is returned, written to
+    `decision_path` (JSON) and set as tags on the model version and its run."""
     import mlflow
 
     candidate = resolve_version(candidate_uri)
@@ -113,9 +114,6 @@ def promote(
             decision = Decision(False, [reason], float(candidate_correct.mean()), None)
         if champion_correct is not None:
             decision = decide(candidate_correct, champion_correct, labels, manifest.labels, config)
-    client = mlflow.MlflowClient()
-    if decision.promote:
-        client.set_registered_model_alias(candidate.name, alias, candidate.version)
     record = decision.as_dict() | {
         "candidate": candidate.uri,
         "champion": champion.uri if champion else None,
@@ -124,8 +122,9 @@ def promote(
         "split": split,
         "gate": vars(config),
     }
-    verdict = "promoted" if decision.promote else "rejected"
+    verdict = "pass" if decision.promote else "fail"
     reasons = "; ".join(decision.reasons)[:5000]  # MLflow tag values are size-limited
+    client = mlflow.MlflowClient()
     client.set_model_version_tag(candidate.name, candidate.version, GATE_TAG, verdict)
     client.set_model_version_tag(candidate.name, candidate.version, f"{GATE_TAG}.reasons", reasons)
     run_id = client.get_model_version(candidate.name, candidate.version).run_id
@@ -134,4 +133,30 @@ def promote(
         client.set_tag(run_id, f"{GATE_TAG}.reasons", reasons)
     if decision_path:
         storage.write_text(decision_path, json.dumps(record, indent=2))
+    return decision
+
+
+def move_alias(candidate_uri: str, alias: str = "champion") -> ModelVersionRef:
+    """Point the registry alias at the candidate version (after a passed gate)."""
+    import mlflow
+
+    candidate = resolve_version(candidate_uri)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(candidate.name, alias, candidate.version)
+    client.set_model_version_tag(candidate.name, candidate.version, PROMOTED_TAG, alias)
+    return candidate
+
+
+def promote(
+    candidate_uri: str,
+    dataset_dir: str,
+    alias: str = "champion",
+    config: GateConfig = GateConfig(),
+    decision_path: str | None = None,
+    split: str = "test",
+) -> Decision:
+    """Judge the candidate and, on a pass, move the alias to it."""
+    decision = judge(candidate_uri, dataset_dir, alias, config, decision_path, split)
+    if decision.promote:
+        move_alias(candidate_uri, alias)
     return decision

@@ -8,6 +8,7 @@ manifest's own folder. Every source yields (uri, label, split or None) items.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -130,3 +131,18 @@ def resolve_source(location: str) -> Source:
             "or a CSV/JSONL manifest of uri,label[,split]"
         )
     return Source(location, "folder", labels)
+
+
+def source_fingerprint(location: str) -> str:
+    """SHA-256 over every item (uri, label, split) and its size: changes when an image is
+    added, removed, relabelled or replaced by one of another size. Pipelines use it as the
+    ingest step's cache key; it lists the source but reads no image."""
+    source = resolve_source(location)
+    digest = hashlib.sha256()
+    if source.kind == "manifest":
+        digest.update(storage.read_bytes(source.location))
+    for partition in source.partitions():
+        for uri, label, split in sorted(source.items(partition)):
+            size = storage.size(uri) if storage.exists(uri) else -1
+            digest.update(f"{uri}\t{label}\t{split}\t{size}\n".encode())
+    return digest.hexdigest()

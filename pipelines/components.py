@@ -1,0 +1,216 @@
+"""KFP v2 components: small typed functions whose bodies call the same library code as the
+CLI. KFP serialises each function's source into the pipeline YAML, so every import sits
+inside the body and the container image (or the local venv) must have gallerytag installed.
+
+`CLI_EQUIVALENT` names the `gallerytag` command that does what each component does, so an
+engineer can rerun any step by hand (and a test checks those commands exist).
+
+No `from __future__ import annotations` here: KFP reads the parameter types from the
+functions' annotations at definition time.
+"""
+
+import os
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+# One image for every step; pin it by digest in production (see docs/operations.md).
+IMAGE = os.environ.get("GALLERYTAG_IMAGE", "ghcr.io/gallerytag/gallerytag-python:0.1.0")
+
+
+def _component(func):
+    # install_kfp_package=False: the image already has the pinned kfp; letting KFP pip-install
+    # it would change the environment at run time (and, locally, the developer's venv).
+    return dsl.component(func, base_image=IMAGE, install_kfp_package=False)
+
+
+@_component
+def fingerprint_source(source: str) -> str:
+    """A digest of the source listing (names and sizes, or the manifest's text): the cache
+    key of the ingest step, so unchanged galleries are not ingested twice."""
+    from components.ingest.sources import source_fingerprint
+
+    return source_fingerprint(source)
+
+
+@_component
+def ingest(
+    source: str,
+    fingerprint: str,
+    image_size: int,
+    near_duplicate_distance: int,
+    dataset: Output[Dataset],
+) -> None:
+    """Validate, dedupe, split and shard the source into a dataset artifact."""
+    from components.ingest.core import IngestConfig
+    from components.ingest.pipeline import run
+
+    out = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
+    config = IngestConfig(image_size=image_size, near_duplicate_distance=near_duplicate_distance)
+    summary = run(source, out, config)
+    dataset.metadata.update(
+        {"dataset_hash": summary.dataset_hash, "fingerprint": fingerprint, "seen": summary.seen}
+    )
+
+
+@_component
+def train(
+    dataset: Input[Dataset],
+    tracking_uri: str,
+    registered_model: str,
+    experiment: str,
+    backbone: str,
+    workers: int,
+    head_epochs: int,
+    finetune_epochs: int,
+    batch_size: int,
+    launcher: str,
+    mpijob_image: str,
+    gpus_per_worker: int,
+    checkpoint_root: str,
+    mpijob_options: dict,
+) -> str:
+    """Fine-tune with Horovod (horovodrun in this pod, or an MPIJob on the cluster); returns
+    the registered model version as models:/NAME/VERSION. `mpijob_options` sets MPIJobConfig
+    fields such as node_selector, tolerations, cpu_request, memory_request."""
+    from components.train.config import TrainConfig
+
+    data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
+    config = TrainConfig(
+        data=data,
+        backbone=backbone,
+        workers=workers,
+        head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs,
+        batch_size=batch_size,
+        experiment=experiment,
+        registered_model=registered_model,
+    )
+    if launcher == "local":
+        from components.train.launcher import train as run_training
+
+        result = run_training(config, tracking_uri)
+        return f"models:/{result.registered_model}/{result.version}"
+    from components.train.kubernetes import run_mpijob
+
+    return run_mpijob(
+        config,
+        tracking_uri,
+        mpijob_image,
+        workers,
+        gpus_per_worker,
+        checkpoint_root,
+        mpijob_options,
+    )
+
+
+@_component
+def evaluate(
+    model_uri: str,
+    dataset: Input[Dataset],
+    tracking_uri: str,
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> float:
+    """Metrics, report and suspects for the candidate; returns its test top-1."""
+    import os
+    import shutil
+    import tempfile
+
+    from components.common.tracking import tracking
+    from components.evaluate.run import REPORT_FILE, evaluate
+
+    data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
+    out = tempfile.mkdtemp(prefix="evaluation-")
+    with tracking(tracking_uri):
+        result = evaluate(model_uri, data, out)
+    shutil.copy(os.path.join(out, REPORT_FILE), report.path)
+    metrics.log_metric("test_top1", result.top1)
+    metrics.log_metric(f"test_top{result.k}", result.topk)
+    metrics.log_metric("test_images", result.images)
+    return result.top1
+
+
+@_component
+def gate(
+    model_uri: str,
+    dataset: Input[Dataset],
+    tracking_uri: str,
+    alias: str,
+    min_improvement: float,
+    max_recall_drop: float,
+    absolute_floor: float,
+    decision: Output[Artifact],
+) -> bool:
+    """Compare the candidate with the current champion; returns whether it may be promoted
+    (the pipeline's dsl.If reads it). The alias is not touched here."""
+    from components.common.tracking import tracking
+    from components.evaluate.gate import GateConfig
+    from components.evaluate.promote import judge
+
+    data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
+    config = GateConfig(
+        min_improvement=min_improvement,
+        max_recall_drop=max_recall_drop,
+        absolute_floor=absolute_floor,
+    )
+    with tracking(tracking_uri):
+        verdict = judge(model_uri, data, alias, config, decision_path=decision.path)
+    for reason in verdict.reasons:
+        print(f"gate: {reason}", flush=True)
+    return verdict.promote
+
+
+@_component
+def promote(model_uri: str, tracking_uri: str, alias: str) -> str:
+    """Point the registry alias at the candidate (runs only after a passed gate)."""
+    from components.common.tracking import tracking
+    from components.evaluate.promote import move_alias
+
+    with tracking(tracking_uri):
+        version = move_alias(model_uri, alias)
+    return f"models:/{version.name}@{alias}"
+
+
+@_component
+def tag(
+    source: str,
+    model_uri: str,
+    tracking_uri: str,
+    out: str,
+    output_format: str,
+    incremental: bool,
+    min_score: float,
+    min_margin: float,
+    metrics: Output[Metrics],
+) -> str:
+    """Tag every image under the source with the model; returns the output folder."""
+    import tempfile
+
+    from components.common.tracking import fetch_tagger, tracking
+    from components.tag.pipeline import TagOutputs, run
+    from components.tag.policy import TagPolicy
+
+    with tracking(tracking_uri), tempfile.TemporaryDirectory() as tmp:
+        tagger = fetch_tagger(model_uri, tmp)
+        summary = run(
+            source,
+            out,
+            tagger,
+            TagPolicy(min_score=min_score, min_margin=min_margin),
+            TagOutputs(format=output_format, incremental=incremental),
+        )
+    for name in ("seen", "auto", "review", "rejected"):
+        metrics.log_metric(name, getattr(summary, name))
+    return out
+
+
+CLI_EQUIVALENT = {
+    "fingerprint-source": None,  # internal cache key, no user-facing command
+    "ingest": ["ingest"],
+    "train": ["train"],
+    "evaluate": ["evaluate"],
+    "gate": ["promote"],
+    "promote": ["promote"],
+    "tag": ["tag"],
+}
