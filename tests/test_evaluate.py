@@ -134,7 +134,8 @@ def test_report_metrics_and_mlflow(
     name = f"eval-{uuid.uuid4().hex[:6]}"
     uri = register(good_model, name, list(LABELS))
     out = tmp_path / "evaluation"
-    result = evaluate(uri, noisy_dataset, str(out), EvaluateConfig(gradcam_per_class=1))
+    config = EvaluateConfig(gradcam_per_class=1, target_accuracy=0.5)
+    result = evaluate(uri, noisy_dataset, str(out), config)
     assert result.top1 > 0.8, result
     summary = json.loads((out / "evaluation.json").read_text())
     assert summary["top1"]["low"] < summary["top1"]["value"] < summary["top1"]["high"]
@@ -164,6 +165,26 @@ def test_report_metrics_and_mlflow(
     assert "test_recall.square" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/evaluation.json"} <= artifacts
+
+    # The tag step can take its review threshold from this evaluation (target 0.5 is met by
+    # keeping everything, so the recommended top-1 bar is 0 and nothing goes to review).
+    assert summary["recommended"]["min_confidence"] == 0.0
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for index in range(4):
+        (inbox / f"new_{index}.jpg").write_bytes(jpeg_bytes(pattern_image(index % 3, 7 + index)))
+    from click.testing import CliRunner
+
+    from gallerytag.cli import cli
+
+    tagged = CliRunner().invoke(
+        cli,
+        ["tag", str(inbox), "--model", uri, "--out", str(tmp_path / "tags"),
+         "--thresholds-from", "model", *IN_MEMORY],
+    )  # fmt: skip
+    assert tagged.exit_code == 0, tagged.output
+    assert "auto when top-1 >= 0.0 (from the evaluation)" in tagged.output
+    assert "auto 4 + review 0" in tagged.output
 
 
 def test_gate_moves_the_alias_in_a_real_registry(

@@ -70,6 +70,17 @@ def test_policy_auto_and_review() -> None:
         VALIDATOR.validate(row)
 
 
+def test_policy_from_an_evaluation() -> None:
+    """The evaluation's recommended confidence becomes min_score; none found is an error."""
+    from components.tag.policy import policy_from_evaluation
+
+    found = {"recommended": {"target_accuracy": 0.95, "min_confidence": 0.85}}
+    policy = policy_from_evaluation(found)
+    assert (policy.min_score, policy.min_margin) == (0.85, 0.0)
+    with pytest.raises(ValueError, match=r"no confidence threshold reaching 0\.95"):
+        policy_from_evaluation({"recommended": {"target_accuracy": 0.95, "min_confidence": None}})
+
+
 def test_policy_rejects_nonsense_thresholds() -> None:
     """Thresholds are probabilities."""
     with pytest.raises(ValueError):

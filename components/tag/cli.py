@@ -6,9 +6,40 @@ import tempfile
 
 import click
 
-from components.tag.policy import TagPolicy
+from components.tag.policy import TagPolicy, policy_from_evaluation
 
 DEFAULTS = TagPolicy()
+EVALUATION_ARTIFACT = "evaluation/evaluation.json"  # where `gallerytag evaluate` logs it
+
+
+def read_evaluation(where: str, tagger, tmp: str) -> dict:
+    """evaluation.json of this very model: from its MLflow run ('model') or a file."""
+    import json
+
+    import mlflow
+
+    from components.common import storage
+
+    if where == "model":
+        if not tagger.run_id:
+            raise ValueError(f"{tagger.uri} has no MLflow run to read an evaluation from")
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=tagger.run_id, artifact_path=EVALUATION_ARTIFACT, dst_path=tmp
+            )
+        except Exception:
+            raise ValueError(
+                f"{tagger.uri} has not been evaluated yet (no {EVALUATION_ARTIFACT} on its "
+                "run); run `gallerytag evaluate` first"
+            ) from None
+        return json.loads(storage.read_text(path))
+    evaluation = json.loads(storage.read_text(where))
+    if tagger.run_id and evaluation.get("run_id") not in (None, tagger.run_id):
+        raise ValueError(
+            f"{where} evaluates run {evaluation.get('run_id')}, not {tagger.uri} "
+            f"(run {tagger.run_id}); its thresholds would not fit this model"
+        )
+    return evaluation
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -19,6 +50,9 @@ DEFAULTS = TagPolicy()
               help="Top-1 probability needed for status 'auto'.")  # fmt: skip
 @click.option("--min-margin", default=DEFAULTS.min_margin, show_default=True,
               help="Top-1 minus top-2 probability needed for status 'auto'.")  # fmt: skip
+@click.option("--thresholds-from", default=None,
+              help="Take --min-score from an evaluation instead: 'model' (the evaluation "
+              "logged on the model's MLflow run) or a path to its evaluation.json.")  # fmt: skip
 @click.option("--shards", default=4, show_default=True, help="Number of tag files.")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "parquet"]),
               default="jsonl", show_default=True, help="Format of the tag files.")  # fmt: skip
@@ -41,6 +75,7 @@ def tag(
     out: str,
     min_score: float,
     min_margin: float,
+    thresholds_from: str | None,
     shards: int,
     output_format: str,
     incremental: bool,
@@ -58,6 +93,11 @@ def tag(
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         with tracking(tracking_uri):
             tagger = fetch_tagger(model_uri, tmp)
+            if thresholds_from:
+                policy = policy_from_evaluation(
+                    read_evaluation(thresholds_from, tagger, tmp), DEFAULTS.top_k
+                )
+                click.echo(f"tag: auto when top-1 >= {policy.min_score} (from the evaluation)")
         summary = run(source, out, tagger, policy, outputs, beam_args=list(ctx.args))
     click.echo(
         f"tag: seen {summary.seen} = auto {summary.auto} + review {summary.review} + "

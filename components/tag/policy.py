@@ -75,3 +75,18 @@ def rejected_row(uri: str, reason: str, detail: str, model: str, version: str | 
         "reason": reason,
         "detail": detail,
     }
+
+
+def policy_from_evaluation(evaluation: dict, top_k: int = 3) -> TagPolicy:
+    """The policy the evaluation's threshold table recommends (evaluation.json, written by
+    `gallerytag evaluate`): the lowest top-1 probability whose kept predictions reached the
+    target accuracy on the test split, and no margin rule (the table did not use one)."""
+    recommended = evaluation.get("recommended") or {}
+    threshold = recommended.get("min_confidence")
+    if threshold is None:
+        target = recommended.get("target_accuracy")
+        raise ValueError(
+            f"the evaluation found no confidence threshold reaching {target} accuracy, so "
+            "every tag would need review; pass --min-score yourself or improve the model"
+        )
+    return TagPolicy(min_score=float(threshold), min_margin=0.0, top_k=top_k)
