@@ -278,3 +278,20 @@ def test_remote_runner_gets_the_model_from_temp_location(
     assert storage.read_bytes(staged.model_file) == Path(brightness_tagger.model_file).read_bytes()
     with pytest.raises(ValueError, match="temp_location"):
         stage_model_for_workers(brightness_tagger, ["--runner", "DataflowRunner"])
+
+
+def test_malformed_corpus_is_fully_accounted_for(brightness_tagger, tmp_path: Path) -> None:
+    """The ingest issue's malformed corpus: no crash, every odd but valid image tagged, every
+    broken one rejected with its specific reason, seen = auto + review + rejected."""
+    from tests.corpus import write_malformed_corpus
+
+    expected = write_malformed_corpus(tmp_path / "inbox")
+    out = tmp_path / "tags"
+    summary = run(str(tmp_path / "inbox"), str(out), brightness_tagger, beam_args=IN_MEMORY)
+    bad = {name: reason for name, reason in expected.items() if reason}
+    assert summary.seen == len(expected)
+    assert summary.seen == summary.auto + summary.review + summary.rejected
+    rejected = {Path(row["uri"]).name: row["reason"] for row in _rows(out, "rejected.jsonl")}
+    assert rejected == bad
+    tagged = {Path(row["uri"]).name for row in _rows(out, "tags-*.jsonl")}
+    assert tagged == set(expected) - set(bad)
