@@ -41,7 +41,8 @@ from components.ingest.sources import Source, SourceItem, resolve_source
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
-PHASH_INPUT_SIZE = 64  # imagehash.phash(hash_size=16) reduces images to 64x64 anyway
+PIXELS = "_pixels"  # staged, resized JPEGs by content hash (never published)
+PHASH_INPUT_SIZE = 64  # imagehash.phash(hash_size=16) looks at a 64x64 reduction
 PLAN = "_plan.jsonl"
 LATE = "_late.jsonl"
 
@@ -73,16 +74,20 @@ class ListSource(beam.DoFn):
 
 
 class Inspect(beam.DoFn):
-    """Read one file, validate it by content and fingerprint it; rejects go to a tagged output.
+    """Read one file, validate it by content, fingerprint it and store its final pixels as
+    a side file; rejects go to a tagged output.
 
-    Only a light record leaves this step (no pixels): deduplication and splitting shuffle
-    these, and the pixels are produced later in a single fused pass, so memory stays flat.
+    Only a light record leaves this step: deduplication and splitting shuffle these, never
+    pixels, so memory stays flat. Each image is decoded once, at the reduced JPEG scale the
+    target size needs; the resized, re-encoded JPEG waits in `<staging>/_pixels/<hash>`
+    until pass 2 packs the kept ones into shards.
     """
 
     REJECTED = "rejected"
 
-    def __init__(self, config: IngestConfig) -> None:
+    def __init__(self, config: IngestConfig, staging: str) -> None:
         self.config = config
+        self.staging = staging
         self.seen = Metrics.counter(NAMESPACE, "seen")
         self.accepted = Metrics.counter(NAMESPACE, "decoded")
 
@@ -98,19 +103,24 @@ class Inspect(beam.DoFn):
         except Exception as error:  # a vanished or unreadable object is a rejection, not a crash
             yield self._reject(uri, label, "unreadable_file", str(error))
             return
+        target = (self.config.image_size, self.config.resize_mode)
         try:
             limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
-            # The whole entropy-coded stream is still decoded (truncation is caught), but
-            # at the smallest DCT scale that the perceptual hash needs.
-            image = decode_image(data, limits, (PHASH_INPUT_SIZE, "crop"))
+            # The whole entropy-coded stream is still decoded (truncation is caught), at the
+            # smallest DCT scale that covers the target size and the perceptual hash's input.
+            scale = max(self.config.image_size, PHASH_INPUT_SIZE)
+            image = decode_image(data, limits, (scale, self.config.resize_mode))
         except ImageRejected as rejection:
             yield self._reject(uri, label, rejection.reason, rejection.detail)
             return
+        content_hash = hash_bytes(data)
+        pixels = encode_jpeg(fit_image(image, *target), self.config.jpeg_quality)
+        storage.write_bytes(pixel_path(self.staging, content_hash), pixels)
         self.accepted.inc()
         yield {
             "uri": uri,
             "label": label,
-            "hash": hash_bytes(data),
+            "hash": content_hash,
             "split": split,  # None unless the manifest fixed it
             "phash": perceptual_hash(image),
         }
@@ -254,7 +264,7 @@ def build_plan_pipeline(
         | "ListFiles" >> beam.ParDo(ListSource(source))
         | "Distribute" >> beam.Reshuffle()
     )
-    decoded = files | "Inspect" >> beam.ParDo(Inspect(config)).with_outputs(
+    decoded = files | "Inspect" >> beam.ParDo(Inspect(config, staging)).with_outputs(
         Inspect.REJECTED, main="images"
     )
     deduped = (
@@ -293,35 +303,35 @@ def build_plan_pipeline(
     beam_io.write_json_value(outcomes, storage.join(staging, "_outcomes.json"), "Outcomes")
 
 
+def pixel_path(staging: str, content_hash: str) -> str:
+    """Where pass 1 leaves an image's resized JPEG for pass 2."""
+    return storage.join(staging, PIXELS, f"{content_hash}.jpg")
+
+
 class MakeExample(beam.DoFn):
-    """Pass 2: read a planned image again, resize it and serialise it as a tf.train.Example."""
+    """Pass 2: serialise a planned image (its staged pixels) as a tf.train.Example."""
 
     LATE = "late"
 
-    def __init__(self, config: IngestConfig, label_ids: dict[str, int]) -> None:
-        self.config = config
+    def __init__(self, staging: str, label_ids: dict[str, int]) -> None:
+        self.staging = staging
         self.label_ids = label_ids
 
     def process(self, row: dict) -> Iterator:
-        """Emit (split index, serialized example), or a late failure if the file changed."""
-        target = (self.config.image_size, self.config.resize_mode)
+        """Emit (split index, serialized example), or a failure row if the pixels are gone."""
         try:
-            data = storage.read_bytes(row["uri"])
-            if hash_bytes(data) != row["hash"]:
-                raise ValueError("content changed since it was inspected")
-            limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
-            pixels = fit_image(decode_image(data, limits, target), *target)
+            jpeg = storage.read_bytes(pixel_path(self.staging, row["hash"]))
         except Exception as error:  # recorded and reported by run(), never a crash mid-run
             yield beam.pvalue.TaggedOutput(self.LATE, {"uri": row["uri"], "error": str(error)})
             return
-        record = {**row, "jpeg": encode_jpeg(pixels, self.config.jpeg_quality)}
+        record = {**row, "jpeg": jpeg}
         yield dataset.SPLITS.index(row["split"]), to_example(record, self.label_ids)
 
 
 def build_write_pipeline(
     pipeline: beam.Pipeline, staging: str, config: IngestConfig, labels: list[str]
 ) -> None:
-    """Pass 2: plan rows -> pixels -> shards, fused in one stage so nothing heavy is
+    """Pass 2: plan rows -> staged pixels -> shards, fused in one stage so nothing heavy is
     shuffled or held in memory (with the default runner-chosen shard count)."""
     label_ids = {label: index for index, label in enumerate(labels)}
     examples = (
@@ -330,7 +340,7 @@ def build_write_pipeline(
         | "ParsePlan" >> beam.Map(json.loads)
         | "Spread" >> beam.Reshuffle()
         | "MakeExample"
-        >> beam.ParDo(MakeExample(config, label_ids)).with_outputs(MakeExample.LATE, main="ok")
+        >> beam.ParDo(MakeExample(staging, label_ids)).with_outputs(MakeExample.LATE, main="ok")
     )
     by_split = examples.ok | "PartitionBySplit" >> beam.Partition(
         lambda keyed, _: keyed[0], len(dataset.SPLITS)
@@ -370,9 +380,11 @@ def run(
     late = storage.read_text(storage.join(staging, LATE)).strip()
     if late:
         raise RuntimeError(
-            f"images changed or vanished while ingesting (first: {late.splitlines()[0]}); "
+            f"staged pixels went missing between the passes (first: {late.splitlines()[0]}); "
             f"run the ingest again (staged output kept in {staging})"
         )
+    if storage.exists(storage.join(staging, PIXELS)):
+        storage.delete(storage.join(staging, PIXELS), recursive=True)
 
     summary = beam_io.read_json(storage.join(staging, "_summary.json"))
     outcomes = beam_io.read_json(storage.join(staging, "_outcomes.json"))
