@@ -23,7 +23,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml third_party/horovod/bu
 	@touch $@
 	@echo "setup: done ($(VENV))"
 
-## demo: build a Fashion-MNIST gallery, ingest -> train (horovodrun -np 2) -> evaluate -> tag
+## demo: build a Fashion-MNIST gallery, ingest -> train (horovodrun -np 2) -> evaluate -> promote -> tag
 demo: setup demo-data
 	$(VENV)/bin/gallerytag demo --out $(DEMO_DIR) --per-class $(DEMO_PER_CLASS)
 

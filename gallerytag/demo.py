@@ -100,7 +100,7 @@ def demo(
     head_epochs: int,
     finetune_epochs: int,
 ) -> None:
-    """Run ingest -> train -> evaluate -> tag on a Fashion-MNIST gallery, no cluster needed."""
+    """Run ingest -> train -> evaluate -> promote -> tag on a Fashion-MNIST gallery (no cluster)."""
     # Imported here so `gallerytag --help` stays fast (these pull in TF and Beam).
     from components.common.tracking import LocalStore, fetch_tagger, gallerytag_home, tracking
     from components.evaluate.promote import promote
