@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,8 +110,17 @@ def compile_command(out_dir: str) -> None:
 def run_command(local: bool, source: str | None, work_dir: str | None, params) -> None:
     """Run the training pipeline end to end on this machine, no cluster needed."""
     work = work_dir or tempfile.mkdtemp(prefix="gallerytag-kfp-")
-    result = run_local(source, work, parse_params(params))
-    click.echo(f"pipeline finished; artifacts under {work}/kfp; MLflow at {result['tracking_uri']}")
+    configured = dict(parse_params(params)).get("tracking_uri") or os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    )
+    run_local(source, work, parse_params(params))
+    click.echo(f"pipeline finished; artifacts (dataset, report.html, decision) under {work}/kfp")
+    if configured:
+        click.echo(f"runs and the registry: {configured}")
+    else:
+        from components.common.tracking import LocalStore, gallerytag_home
+
+        click.echo(f"browse the runs: {LocalStore(gallerytag_home()).ui_command()}")
 
 
 def _client(host: str):
