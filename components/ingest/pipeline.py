@@ -1,13 +1,13 @@
 """Beam pipeline: class folders -> validated, deduplicated, split TFRecord shards.
 
-list -> read/decode (rejects to rejected.jsonl) -> exact dedupe -> split -> resize -> shards.
+list -> read, decode once, resize (pixels to a side file; rejects to rejected.jsonl) ->
+exact and near dedupe, split (light records only) -> staged pixels -> shards.
 Everything is staged under the output and moved into place before manifest.json is written
 last, so a killed run never leaves a dataset that looks complete.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
 PIXELS = "_pixels"  # staged, resized JPEGs by content hash (never published)
 PHASH_INPUT_SIZE = 64  # imagehash.phash(hash_size=16) looks at a 64x64 reduction
-PLAN = "_plan.jsonl"
 LATE = "_late.jsonl"
 
 
@@ -80,7 +79,7 @@ class Inspect(beam.DoFn):
     Only a light record leaves this step: deduplication and splitting shuffle these, never
     pixels, so memory stays flat. Each image is decoded once, at the reduced JPEG scale the
     target size needs; the resized, re-encoded JPEG waits in `<staging>/_pixels/<hash>`
-    until pass 2 packs the kept ones into shards.
+    until the kept ones are packed into shards after the shuffle.
     """
 
     REJECTED = "rejected"
@@ -253,11 +252,12 @@ def drop_near_duplicates(
     return result.unique, result[DUPLICATES]
 
 
-def build_plan_pipeline(
+def build_pipeline(
     pipeline: beam.Pipeline, source: Source, staging: str, config: IngestConfig
 ) -> None:
-    """Pass 1 (light records only): list, validate, dedupe, split; writes the plan, the
-    rejections, the duplicates and the counts under `staging`."""
+    """List, validate (storing resized pixels as side files), dedupe and split light
+    records, then pack the kept images' pixels into shards; writes the shards, rejections,
+    duplicates and counts under `staging`."""
     files = (
         pipeline
         | "Partitions" >> beam.Create(source.partitions())
@@ -280,10 +280,7 @@ def build_plan_pipeline(
             "split": record["split"] or assign_split(record["hash"], config.split_ratios),
         }
     )
-    plan = split | "PlanRow" >> beam.Map(
-        lambda r: {"uri": r["uri"], "label": r["label"], "hash": r["hash"], "split": r["split"]}
-    )
-    beam_io.write_jsonl(plan, storage.join(staging, PLAN), "Plan")
+    write_shards(split, staging, config, source.labels)
     rejected = decoded[Inspect.REJECTED]
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
     duplicates = (deduped[DUPLICATES], near_duplicates) | "AllDuplicates" >> beam.Flatten()
@@ -304,12 +301,12 @@ def build_plan_pipeline(
 
 
 def pixel_path(staging: str, content_hash: str) -> str:
-    """Where pass 1 leaves an image's resized JPEG for pass 2."""
+    """Where Inspect leaves an image's resized JPEG for MakeExample."""
     return storage.join(staging, PIXELS, f"{content_hash}.jpg")
 
 
 class MakeExample(beam.DoFn):
-    """Pass 2: serialise a planned image (its staged pixels) as a tf.train.Example."""
+    """Serialise a kept image (its staged pixels) as a tf.train.Example."""
 
     LATE = "late"
 
@@ -328,19 +325,15 @@ class MakeExample(beam.DoFn):
         yield dataset.SPLITS.index(row["split"]), to_example(record, self.label_ids)
 
 
-def build_write_pipeline(
-    pipeline: beam.Pipeline, staging: str, config: IngestConfig, labels: list[str]
+def write_shards(
+    records: beam.PCollection, staging: str, config: IngestConfig, labels: list[str]
 ) -> None:
-    """Pass 2: plan rows -> staged pixels -> shards, fused in one stage so nothing heavy is
-    shuffled or held in memory (with the default runner-chosen shard count)."""
+    """Kept records -> their staged pixels -> TFRecord shards per split. Fused into one
+    stage after the shuffle, so no pixels are grouped or held in memory (with the default
+    runner-chosen shard count)."""
     label_ids = {label: index for index, label in enumerate(labels)}
-    examples = (
-        pipeline
-        | "ReadPlan" >> beam.io.ReadFromText(storage.join(staging, PLAN))
-        | "ParsePlan" >> beam.Map(json.loads)
-        | "Spread" >> beam.Reshuffle()
-        | "MakeExample"
-        >> beam.ParDo(MakeExample(staging, label_ids)).with_outputs(MakeExample.LATE, main="ok")
+    examples = records | "MakeExample" >> beam.ParDo(MakeExample(staging, label_ids)).with_outputs(
+        MakeExample.LATE, main="ok"
     )
     by_split = examples.ok | "PartitionBySplit" >> beam.Partition(
         lambda keyed, _: keyed[0], len(dataset.SPLITS)
@@ -372,15 +365,12 @@ def run(
     staging = beam_io.new_staging_dir(out)
     options = PipelineOptions(beam_io.default_beam_args(beam_args or []))
     pipeline = beam.Pipeline(options=options)
-    build_plan_pipeline(pipeline, resolved, staging, config)
+    build_pipeline(pipeline, resolved, staging, config)
     pipeline.run().wait_until_finish()
-    writer = beam.Pipeline(options=options)
-    build_write_pipeline(writer, staging, config, labels)
-    writer.run().wait_until_finish()
     late = storage.read_text(storage.join(staging, LATE)).strip()
     if late:
         raise RuntimeError(
-            f"staged pixels went missing between the passes (first: {late.splitlines()[0]}); "
+            f"staged pixels went missing during the run (first: {late.splitlines()[0]}); "
             f"run the ingest again (staged output kept in {staging})"
         )
     if storage.exists(storage.join(staging, PIXELS)):
