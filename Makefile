@@ -51,8 +51,13 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+## bench: every benchmark of docs/benchmarks.md, one after the other (about 1.5 h on 2 cores)
 bench: setup
-	$(PY) bench/ingest.py
+	$(PY) bench/train_input.py
+	$(PY) bench/ingest.py --images 20000 --small 5000
+	$(PY) bench/ingest_memory.py --base 20000 --copies 5
+	$(PY) bench/tag.py --images 20000 --small 5000
+	$(PY) bench/tag_memory.py --small 10000 --base 20000 --copies 5
 
 ## compile: write the KFP pipelines (training.yaml, tagging.yaml) to build/pipelines
 compile: setup
