@@ -295,3 +295,16 @@ def test_malformed_corpus_is_fully_accounted_for(brightness_tagger, tmp_path: Pa
     assert rejected == bad
     tagged = {Path(row["uri"]).name for row in _rows(out, "tags-*.jsonl")}
     assert tagged == set(expected) - set(bad)
+
+
+def test_inference_threads_split_the_cores_between_local_workers() -> None:
+    """Multi-processing DirectRunner: cores / workers TF threads each; otherwise TF decides."""
+    import os
+
+    from components.tag.pipeline import inference_threads
+
+    cores = os.cpu_count() or 1
+    assert inference_threads([]) == 1  # one worker per core
+    assert inference_threads(["--direct_num_workers=1"]) == cores
+    assert inference_threads(["--direct_running_mode=in_memory"]) is None
+    assert inference_threads(["--runner=DataflowRunner", "--project=p"]) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -12,13 +13,26 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 class KerasImageHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """Loads a `.keras` tagger once per worker process and predicts stacked image batches."""
 
-    def __init__(self, model_file: str, min_batch_size: int = 8, max_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model_file: str,
+        min_batch_size: int = 8,
+        max_batch_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
         self.model_file = model_file
+        self.threads = threads  # TF intra-op threads in this worker; None = TF's default
 
     def load_model(self) -> Any:
         """Load the Keras model from local disk or any storage URL."""
         import keras
+        import tensorflow as tf
+
+        if self.threads:
+            # RuntimeError: TF already runs in this process (in-memory runner); keep its pools.
+            with contextlib.suppress(RuntimeError):
+                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
 
         from components.common import storage
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -217,8 +218,10 @@ def build_pipeline(
     outputs: TagOutputs,
     previous: beam.PCollection,
     limits: DecodeLimits = DecodeLimits(),
+    threads: int | None = None,
 ) -> None:
-    """Attach the tagging transforms to `pipeline`, writing every output under `staging`."""
+    """Attach the tagging transforms to `pipeline`, writing every output under `staging`;
+    `threads` caps TF's intra-op threads in each inference worker."""
     uris = (
         pipeline
         | "Source" >> beam.Create([source])
@@ -234,7 +237,7 @@ def build_pipeline(
             ReadAndDecode.REJECTED, ReadAndDecode.CARRIED, main="images"
         )
     )
-    handler = KeyedModelHandler(KerasImageHandler(tagger.model_file))
+    handler = KeyedModelHandler(KerasImageHandler(tagger.model_file, threads=threads))
     predictions, dead_letter = (
         decoded.images | "RunInference" >> RunInference(handler).with_exception_handling()
     )
@@ -291,6 +294,19 @@ def build_pipeline(
     beam_io.write_json_value(counts, storage.join(staging, "_counts.json"), "Counts")
 
 
+def inference_threads(beam_args: list[str]) -> int | None:
+    """TF threads per worker process with the local multi-processing runner, so that its
+    one-process-per-core workers do not each start a pool as wide as the machine (measured:
+    +3.7% images/s on 2 cores); None (TF's default) for any other runner or mode."""
+    options = PipelineOptions(beam_io.default_beam_args(beam_args)).get_all_options()
+    runner = str(options.get("runner") or "DirectRunner")
+    if "Direct" not in runner or options.get("direct_running_mode") != "multi_processing":
+        return None
+    cores = os.cpu_count() or 1
+    workers = options.get("direct_num_workers") or cores
+    return max(1, cores // workers)
+
+
 def stage_model_for_workers(tagger: TaggerSpec, beam_args: list[str]) -> TaggerSpec:
     """On a remote runner, copy the model file to --temp_location so workers can load it."""
     options = PipelineOptions(beam_args).get_all_options()
@@ -335,7 +351,8 @@ def run(
         if outputs.incremental
         else pipeline | "NoPreviousRows" >> beam.Create([])
     )
-    build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous)
+    threads = inference_threads(beam_args or [])
+    build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous, threads=threads)
     pipeline.run().wait_until_finish()
     counts = beam_io.read_json(storage.join(staging, "_counts.json"))
     summary = TagSummary(
