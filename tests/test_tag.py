@@ -308,3 +308,44 @@ def test_inference_threads_split_the_cores_between_local_workers() -> None:
     assert inference_threads(["--direct_num_workers=1"]) == cores
     assert inference_threads(["--direct_running_mode=in_memory"]) is None
     assert inference_threads(["--runner=DataflowRunner", "--project=p"]) is None
+
+
+def test_multi_label_rows_use_per_label_thresholds() -> None:
+    """Sigmoid models: every label over its own cut-off is a tag; a score near any cut-off
+    sends the image to review, naming the label."""
+    from components.tag.policy import tag_row
+
+    labels = ["winter", "pool", "logo"]
+    policy = TagPolicy(min_score=0.5, min_margin=0.1, label_thresholds={"winter": 0.7})
+    sure = tag_row("u1", "a" * 64, np.array([0.9, 0.1, 0.65]), labels, policy, "m", "1", True)
+    assert [t["label"] for t in sure["labels"]] == ["winter", "logo"]
+    assert sure["status"] == "auto" and sure["margin"] == pytest.approx(0.15)
+    VALIDATOR.validate(sure)
+    unsure = tag_row("u2", "b" * 64, np.array([0.75, 0.2, 0.3]), labels, policy, "m", "1", True)
+    assert [t["label"] for t in unsure["labels"]] == ["winter"]
+    assert unsure["status"] == "review" and "'winter'" in unsure["reason"]
+    VALIDATOR.validate(unsure)
+    none = tag_row("u3", "c" * 64, np.array([0.1, 0.05, 0.2]), labels, policy, "m", "1", True)
+    assert none["labels"] == [] and none["status"] == "auto"
+    VALIDATOR.validate(none)
+    with pytest.raises(ValueError, match="label thresholds"):
+        TagPolicy(label_thresholds={"pool": 1.5})
+
+
+def test_multi_label_tagger_through_the_pipeline(brightness_tagger, tmp_path: Path) -> None:
+    """A tagger marked multi-label gets per-label rows from the real Beam job."""
+    import dataclasses
+
+    source = tmp_path / "inbox"
+    source.mkdir()
+    (source / "bright.jpg").write_bytes(_gray(235, 1))
+    (source / "dark.jpg").write_bytes(_gray(20, 2))
+    tagger = dataclasses.replace(brightness_tagger, multi_label=True)
+    policy = TagPolicy(min_score=0.5, min_margin=0.1, label_thresholds={"bright": 0.9})
+    summary = run(str(source), str(tmp_path / "tags"), tagger, policy, beam_args=IN_MEMORY)
+    assert summary.seen == 2 and summary.rejected == 0
+    rows = {Path(r["uri"]).name: r for r in _rows(tmp_path / "tags", "tags-*.jsonl")}
+    for row in rows.values():
+        VALIDATOR.validate(row)
+    assert [t["label"] for t in rows["bright.jpg"]["labels"]] == ["bright"]
+    assert [t["label"] for t in rows["dark.jpg"]["labels"]] == ["dark"]

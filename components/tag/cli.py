@@ -50,6 +50,8 @@ def read_evaluation(where: str, tagger, tmp: str) -> dict:
               help="Top-1 probability needed for status 'auto'.")  # fmt: skip
 @click.option("--min-margin", default=DEFAULTS.min_margin, show_default=True,
               help="Top-1 minus top-2 probability needed for status 'auto'.")  # fmt: skip
+@click.option("--label-threshold", "label_thresholds", multiple=True, metavar="LABEL=P",
+              help="Multi-label models: one label's cut-off (others: --min-score).")  # fmt: skip
 @click.option("--thresholds-from", default=None,
               help="Take --min-score from an evaluation instead: 'model' (the evaluation "
               "logged on the model's MLflow run) or a path to its evaluation.json.")  # fmt: skip
@@ -75,6 +77,7 @@ def tag(
     out: str,
     min_score: float,
     min_margin: float,
+    label_thresholds: tuple[str, ...],
     thresholds_from: str | None,
     shards: int,
     output_format: str,
@@ -88,7 +91,13 @@ def tag(
     from components.common.tracking import fetch_tagger, tracking
     from components.tag.pipeline import TagOutputs, run
 
-    policy = TagPolicy(min_score=min_score, min_margin=min_margin, top_k=DEFAULTS.top_k)
+    cutoffs = {}
+    for pair in label_thresholds:
+        label, sep, value = pair.rpartition("=")
+        if not sep or not label:
+            raise click.BadParameter(f"'{pair}' is not LABEL=P", param_hint="--label-threshold")
+        cutoffs[label] = float(value)
+    policy = TagPolicy(min_score, min_margin, DEFAULTS.top_k, cutoffs)
     outputs = TagOutputs(output_format, shards, incremental, write_metadata, copy_to)
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         with tracking(tracking_uri):

@@ -250,6 +250,7 @@ def build_pipeline(
             policy,
             tagger.uri,
             tagger.version,
+            tagger.multi_label,
         )
     )
     if outputs.write_metadata:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,15 +13,21 @@ ROW_SCHEMA_VERSION = 1
 class TagPolicy:
     """When a prediction is trusted (`auto`) rather than sent to a person (`review`)."""
 
-    min_score: float = 0.5  # top-1 probability
-    min_margin: float = 0.1  # top-1 minus top-2 probability
-    top_k: int = 3  # how many labels each row lists
+    min_score: float = 0.5  # top-1 probability (multi-label: default per-label cut-off)
+    min_margin: float = 0.1  # top-1 minus top-2 (multi-label: distance to each cut-off)
+    top_k: int = 3  # how many labels each row lists (single-label models)
+    label_thresholds: dict[str, float] = field(default_factory=dict)  # multi-label cut-offs
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_score <= 1.0 or not 0.0 <= self.min_margin <= 1.0:
-            raise ValueError("min_score and min_margin are probabilities in [0, 1]")
+        values = [self.min_score, self.min_margin, *self.label_thresholds.values()]
+        if not all(0.0 <= value <= 1.0 for value in values):
+            raise ValueError("min_score, min_margin and label thresholds are in [0, 1]")
         if self.top_k < 1:
             raise ValueError("top_k must be at least 1")
+
+    def threshold(self, label: str) -> float:
+        """A multi-label model's cut-off for one label."""
+        return self.label_thresholds.get(label, self.min_score)
 
 
 def tag_row(
@@ -32,8 +38,12 @@ def tag_row(
     policy: TagPolicy,
     model: str,
     model_version: str | None,
+    multi_label: bool = False,
 ) -> dict:
     """The documented tag row for one image (see docs/architecture.md, 'Tags')."""
+    if multi_label:
+        return multi_label_row(uri, content_hash, probabilities, labels, policy, model,
+                               model_version)  # fmt: skip
     order = np.argsort(-probabilities, kind="stable")
     top = [
         {"label": labels[i], "score": round(float(probabilities[i]), 6)}
@@ -61,6 +71,47 @@ def tag_row(
     }
     if reasons:
         row["reason"] = "; ".join(reasons)
+    return row
+
+
+def multi_label_row(
+    uri: str,
+    content_hash: str,
+    probabilities: np.ndarray,
+    labels: list[str],
+    policy: TagPolicy,
+    model: str,
+    model_version: str | None,
+) -> dict:
+    """Row for a sigmoid (multi-label) model: every label at or above its own threshold is
+    a tag; `auto` only when every label's score is at least `min_margin` from its cut-off."""
+    order = np.argsort(-probabilities, kind="stable")
+    cutoffs = np.array([policy.threshold(label) for label in labels])
+    chosen = [
+        {"label": labels[i], "score": round(float(probabilities[i]), 6)}
+        for i in order
+        if probabilities[i] >= cutoffs[i]
+    ]
+    distances = np.abs(probabilities - cutoffs)
+    closest = int(np.argmin(distances))
+    margin = float(distances[closest])
+    row = {
+        "schema_version": ROW_SCHEMA_VERSION,
+        "uri": uri,
+        "content_hash": content_hash,
+        "model": model,
+        "model_version": model_version,
+        "labels": chosen,
+        "top1": labels[order[0]],
+        "score": round(float(probabilities[order[0]]), 6),
+        "margin": round(margin, 6),
+        "status": "auto" if margin >= policy.min_margin else "review",
+    }
+    if margin < policy.min_margin:
+        row["reason"] = (
+            f"'{labels[closest]}' score {probabilities[closest]:.3f} is within "
+            f"{policy.min_margin} of its threshold {cutoffs[closest]}"
+        )
     return row
 
 
