@@ -41,31 +41,18 @@ def tag_row(
     multi_label: bool = False,
 ) -> dict:
     """The documented tag row for one image (see docs/architecture.md, 'Tags')."""
-    if multi_label:
-        return multi_label_row(uri, content_hash, probabilities, labels, policy, model,
-                               model_version)  # fmt: skip
     order = np.argsort(-probabilities, kind="stable")
-    top = [
-        {"label": labels[i], "score": round(float(probabilities[i]), 6)}
-        for i in order[: policy.top_k]
-    ]
-    score = float(probabilities[order[0]])
-    runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
-    margin = score - runner_up
-    reasons = []
-    if score < policy.min_score:
-        reasons.append(f"top-1 score {score:.3f} < {policy.min_score}")
-    if margin < policy.min_margin:
-        reasons.append(f"margin {margin:.3f} < {policy.min_margin}")
+    decide = _multi_label_decision if multi_label else _single_label_decision
+    tags, margin, reasons = decide(probabilities, labels, policy, order)
     row = {
         "schema_version": ROW_SCHEMA_VERSION,
         "uri": uri,
         "content_hash": content_hash,
         "model": model,
         "model_version": model_version,
-        "labels": top,
+        "labels": tags,
         "top1": labels[order[0]],
-        "score": round(score, 6),
+        "score": round(float(probabilities[order[0]]), 6),
         "margin": round(margin, 6),
         "status": "review" if reasons else "auto",
     }
@@ -74,45 +61,42 @@ def tag_row(
     return row
 
 
-def multi_label_row(
-    uri: str,
-    content_hash: str,
-    probabilities: np.ndarray,
-    labels: list[str],
-    policy: TagPolicy,
-    model: str,
-    model_version: str | None,
-) -> dict:
-    """Row for a sigmoid (multi-label) model: every label at or above its own threshold is
-    a tag; `auto` only when every label's score is at least `min_margin` from its cut-off."""
-    order = np.argsort(-probabilities, kind="stable")
+def _scored(labels: list[str], probabilities: np.ndarray, indices) -> list[dict]:
+    return [{"label": labels[i], "score": round(float(probabilities[i]), 6)} for i in indices]
+
+
+def _single_label_decision(
+    probabilities: np.ndarray, labels: list[str], policy: TagPolicy, order: np.ndarray
+) -> tuple[list[dict], float, list[str]]:
+    """Softmax model: the top k labels; review when top-1 or its lead is too small."""
+    score = float(probabilities[order[0]])
+    runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
+    margin = score - runner_up
+    reasons = []
+    if score < policy.min_score:
+        reasons.append(f"top-1 score {score:.3f} < {policy.min_score}")
+    if margin < policy.min_margin:
+        reasons.append(f"margin {margin:.3f} < {policy.min_margin}")
+    return _scored(labels, probabilities, order[: policy.top_k]), margin, reasons
+
+
+def _multi_label_decision(
+    probabilities: np.ndarray, labels: list[str], policy: TagPolicy, order: np.ndarray
+) -> tuple[list[dict], float, list[str]]:
+    """Sigmoid (multi-label) model: every label at or above its own cut-off is a tag;
+    review when any label's score is within `min_margin` of its cut-off."""
     cutoffs = np.array([policy.threshold(label) for label in labels])
-    chosen = [
-        {"label": labels[i], "score": round(float(probabilities[i]), 6)}
-        for i in order
-        if probabilities[i] >= cutoffs[i]
-    ]
+    chosen = [i for i in order if probabilities[i] >= cutoffs[i]]
     distances = np.abs(probabilities - cutoffs)
     closest = int(np.argmin(distances))
     margin = float(distances[closest])
-    row = {
-        "schema_version": ROW_SCHEMA_VERSION,
-        "uri": uri,
-        "content_hash": content_hash,
-        "model": model,
-        "model_version": model_version,
-        "labels": chosen,
-        "top1": labels[order[0]],
-        "score": round(float(probabilities[order[0]]), 6),
-        "margin": round(margin, 6),
-        "status": "auto" if margin >= policy.min_margin else "review",
-    }
+    reasons = []
     if margin < policy.min_margin:
-        row["reason"] = (
+        reasons.append(
             f"'{labels[closest]}' score {probabilities[closest]:.3f} is within "
             f"{policy.min_margin} of its threshold {cutoffs[closest]}"
         )
-    return row
+    return _scored(labels, probabilities, chosen), margin, reasons
 
 
 def rejected_row(uri: str, reason: str, detail: str, model: str, version: str | None) -> dict:
