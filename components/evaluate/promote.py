@@ -13,7 +13,7 @@ from components.common import dataset, storage
 from components.common.tracking import fetch_tagger
 from components.evaluate import core
 from components.evaluate.gate import Decision, GateConfig, decide, decide_first
-from components.evaluate.run import check_compatible, read_records, require_split
+from components.evaluate.run import check_compatible, predict, read_records, require_split
 
 GATE_TAG = "gallerytag.gate"
 PROMOTED_TAG = "gallerytag.promoted_to"
@@ -74,12 +74,8 @@ def correct_on_split(
         check_compatible(tagger, manifest, dataset_dir)
         model = tagger.load()
     files = dataset.shard_paths(dataset_dir, manifest, split)
-    probabilities, labels = [], []
-    for batch in read_records(files, manifest.image_size, 64):
-        probabilities.append(model.predict_on_batch(batch["image"]))
-        labels.append(batch["label"].numpy())
-    probs, truth = np.concatenate(probabilities), np.concatenate(labels)
-    return core.top_k_correct(probs, truth, 1), truth
+    found = predict(model, read_records(files, manifest.image_size, 64), lambda *_: False)
+    return core.top_k_correct(found.probabilities, found.labels, 1), found.labels
 
 
 def judge(

@@ -300,12 +300,18 @@ def evaluate(
     test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class))
     metrics = compute_metrics(test, names, config)
     suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
-    context = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
+    # What evaluation.json holds; the report shows the same plus figures and images.
+    summary = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
+        "schema_version": 1,
         "model_uri": model_uri,
         "model_version": tagger.version,
-        "dataset_dir": dataset_dir,
+        "run_id": tagger.run_id,
         "dataset_hash": manifest.dataset_hash,
         "split": config.split,
+        "suspects": len(suspects),
+    }
+    context = summary | {
+        "dataset_dir": dataset_dir,
         "top1": metrics["_top1"],
         "topk": metrics["_topk"],
         "recommended_threshold": metrics["recommended"]["min_confidence"],
@@ -317,15 +323,6 @@ def evaluate(
         "gradcam": gradcam_panels(model, test, names),
         "suspects": suspects,
         "suspect_images": suspect_images,
-    }
-    summary = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
-        "schema_version": 1,
-        "model_uri": model_uri,
-        "model_version": tagger.version,
-        "run_id": tagger.run_id,
-        "dataset_hash": manifest.dataset_hash,
-        "split": config.split,
-        "suspects": len(suspects),
     }
     storage.write_text(storage.join(out_dir, EVALUATION_FILE), json.dumps(summary, indent=2))
     storage.write_text(
