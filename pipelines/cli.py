@@ -110,10 +110,9 @@ def compile_command(out_dir: str) -> None:
 def run_command(local: bool, source: str | None, work_dir: str | None, params) -> None:
     """Run the training pipeline end to end on this machine, no cluster needed."""
     work = work_dir or tempfile.mkdtemp(prefix="gallerytag-kfp-")
-    configured = dict(parse_params(params)).get("tracking_uri") or os.environ.get(
-        "MLFLOW_TRACKING_URI"
-    )
-    run_local(source, work, parse_params(params))
+    arguments = parse_params(params)
+    configured = arguments.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    run_local(source, work, arguments)
     click.echo(f"pipeline finished; artifacts (dataset, report.html, decision) under {work}/kfp")
     if configured:
         click.echo(f"runs and the registry: {configured}")
@@ -141,11 +140,12 @@ def submit_command(
     name: str, host: str, experiment: str, run_name: str | None, params, service_account: str
 ) -> None:
     """Compile and start one run of a pipeline on a KFP server."""
+    arguments = parse_params(params)  # a bad pair fails before any request is sent
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_all(tmp)[name]
         run = _client(host).create_run_from_pipeline_package(
             str(package),
-            arguments=parse_params(params),
+            arguments=arguments,
             run_name=run_name or f"gallerytag-{name}",
             experiment_name=experiment,
             service_account=service_account,
@@ -172,6 +172,7 @@ def schedule_command(
     service_account: str,
 ) -> None:
     """Upload a pipeline and create a recurring run on a cron schedule."""
+    arguments = parse_params(params)  # a bad pair fails before any request is sent
     client = _client(host)
     pipeline_name = f"gallerytag-{name}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +194,7 @@ def schedule_command(
         cron_expression=kfp_cron(cron),
         pipeline_id=pipeline_id,
         version_id=version_id,
-        params=parse_params(params),
+        params=arguments,
         max_concurrency=1,
         service_account=service_account,
     )

@@ -86,6 +86,20 @@ def test_cron_expressions() -> None:
         kfp_cron("nightly")
 
 
+def test_bad_parameters_are_named() -> None:
+    """KEY=VALUE pairs parse as JSON when they can; a pair without '=' is refused by name."""
+    from pipelines.cli import parse_params
+
+    assert parse_params(("workers=4", "source=gs://b/x", 'opts={"a": 1}')) == {
+        "workers": 4,
+        "source": "gs://b/x",
+        "opts": {"a": 1},
+    }
+    result = CliRunner().invoke(cli, ["pipeline", "submit", "training", "--host", "h",
+                                      "--param", "workers"])  # fmt: skip
+    assert result.exit_code == 2 and "'workers' is not KEY=VALUE" in result.output
+
+
 def test_submit_and_schedule_contract() -> None:
     """Contract test: the requests kfp.Client sends for submit (experiment + run with the
     compiled spec and parameters) and schedule (upload + recurring run with the cron)."""

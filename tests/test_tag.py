@@ -349,3 +349,15 @@ def test_multi_label_tagger_through_the_pipeline(brightness_tagger, tmp_path: Pa
         VALIDATOR.validate(row)
     assert [t["label"] for t in rows["bright.jpg"]["labels"]] == ["bright"]
     assert [t["label"] for t in rows["dark.jpg"]["labels"]] == ["dark"]
+
+
+def test_bad_label_threshold_is_named(tmp_path: Path) -> None:
+    """--label-threshold without LABEL=P is refused before any work starts."""
+    from click.testing import CliRunner
+
+    from gallerytag.cli import cli
+
+    args = ["tag", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o"),
+            "--label-threshold", "winter"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "'winter' is not LABEL=P" in result.output
