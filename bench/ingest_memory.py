@@ -3,10 +3,13 @@
 Generating 100k distinct 1024x768 photos takes most of an hour on 2 cores, so the large
 input is built from the bench gallery (bench/gallery.py): each of the `--base` photos is
 written `--copies` times with a different trailer after the JPEG end marker. Every file then
-has its own SHA-256, is read, decoded, resized, fingerprinted and written to a shard like any
-other; near-duplicate grouping is turned off in both runs (the copies' pixels are equal and
-would otherwise be grouped away). Prints peak RSS of the whole process tree and images/s.
+has its own SHA-256 and is read, decoded, resized, fingerprinted and staged like any other.
+With the default settings the copies' equal pixels make them near duplicates, so the large
+run also measures near-duplicate grouping over 100k images (one kept per photo);
+`--near-duplicate-distance -1` turns grouping off and writes every file to a shard.
+Prints peak RSS of the whole process tree and images/s.
 Usage: .venv/bin/python bench/ingest_memory.py [--base 20000] [--copies 5]
+       [--near-duplicate-distance 10]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.gallery import labelled_subset, make_gallery  # noqa: E402
 from bench.tag import PeakMemory  # noqa: E402
+from components.ingest.core import IngestConfig  # noqa: E402
 
 
 def variant_source(gallery: Path, base: int, copies: int, target: Path) -> Path:
@@ -41,12 +45,10 @@ def variant_source(gallery: Path, base: int, copies: int, target: Path) -> Path:
     return target
 
 
-def measure(source: Path, out: Path, size: int) -> tuple[int, float, int]:
-    """(images seen, images/s, peak RSS bytes) of one default ingest run."""
-    from components.ingest.core import IngestConfig
+def measure(source: Path, out: Path, config: IngestConfig) -> tuple[int, float, int]:
+    """(images seen, images/s, peak RSS bytes) of one ingest run."""
     from components.ingest.pipeline import run
 
-    config = IngestConfig(image_size=size, near_duplicate_distance=-1)
     started = time.perf_counter()
     with PeakMemory() as memory:
         summary = run(str(source), str(out), config)
@@ -61,14 +63,18 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=20000)
     parser.add_argument("--copies", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--near-duplicate-distance", type=int, default=10)
     parser.add_argument("--workdir", default=str(ROOT / ".cache" / "bench-tag"))
     args = parser.parse_args()
     workdir = Path(args.workdir)
     gallery = make_gallery(workdir / "gallery", args.base)
     small = labelled_subset(gallery, args.base, workdir / f"labelled-{args.base}")
     large = variant_source(gallery, args.base, args.copies, workdir / "variants")
-    small_seen, small_rate, small_peak = measure(small, workdir / "mem-s", args.image_size)
-    large_seen, large_rate, large_peak = measure(large, workdir / "mem-l", args.image_size)
+    config = IngestConfig(
+        image_size=args.image_size, near_duplicate_distance=args.near_duplicate_distance
+    )
+    small_seen, small_rate, small_peak = measure(small, workdir / "mem-s", config)
+    large_seen, large_rate, large_peak = measure(large, workdir / "mem-l", config)
     print(f"command: {' '.join(sys.argv)}")
     rows = [
         (f"ingest {small_seen} files", f"{small_rate:.1f} images/s"),

@@ -84,6 +84,7 @@ def test_reduced_scale_decode_keeps_enough_pixels() -> None:
     image = decode_image(data, shrink_to=(224, "pad"))
     assert max(image.size) >= 224 and image.size[0] < 1536
     assert draft_size_for((1536, 1024), 224, "crop") == (336, 224)
+    assert draft_size_for((1600, 400), 224, "pad", keep_short_side=64) == (256, 64)
     pixels = load_for_model(data, 224, "pad")
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
 
@@ -91,5 +92,5 @@ def test_reduced_scale_decode_keeps_enough_pixels() -> None:
 def test_fit_pads_or_crops_to_square() -> None:
     """Both resize modes give the exact target shape."""
     image = Image.fromarray(pattern_image(2, seed=6, size=64)[:, :40])
-    assert fit_image(image, 32, "pad").shape == (32, 32, 3)
-    assert fit_image(image, 32, "crop").shape == (32, 32, 3)
+    assert np.asarray(fit_image(image, 32, "pad")).shape == (32, 32, 3)
+    assert np.asarray(fit_image(image, 32, "crop")).shape == (32, 32, 3)

@@ -6,10 +6,17 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components.common import dataset
-from components.ingest.core import IngestConfig, assign_split, validate_label
+from components.ingest.core import (
+    PHASH_SIZE,
+    IngestConfig,
+    assign_split,
+    close_pairs,
+    validate_label,
+)
 from components.ingest.pipeline import run
 from tests.conftest import write_broken_files, write_pattern_gallery
 
@@ -93,6 +100,31 @@ def test_split_is_stable_when_images_are_added() -> None:
     assert [assign_split(h, (0.7, 0.1, 0.2)) for h in hashes[:500]] == splits[:500]
     shares = {s: splits.count(s) / len(splits) for s in dataset.SPLITS}
     assert abs(shares["train"] - 0.7) < 0.04 and abs(shares["test"] - 0.2) < 0.04
+
+
+@pytest.mark.parametrize("max_distance", [0, 3, 10, 40])
+def test_close_pairs_finds_exactly_the_pairs_brute_force_finds(max_distance: int) -> None:
+    """Banded search == all-pairs comparison, on random hashes plus planted near copies
+    (flipped bits spread over every band, at and just beyond the distance)."""
+    rng = np.random.default_rng(max_distance)
+    bits = PHASH_SIZE * PHASH_SIZE
+    hashes = [int(rng.integers(0, 2**63)) << 193 | int(rng.integers(0, 2**63)) for _ in range(300)]
+    for index in range(0, 120, 2):
+        flips = rng.choice(bits, size=max(0, max_distance + index % 4 - 1), replace=False)
+        hashes.append(hashes[index] ^ sum(1 << int(bit) for bit in flips))
+    for index in range(120, 140):  # exactly max_distance flips, evenly spread: the worst case
+        width = bits // max(1, max_distance)
+        spread = [band * width + index % width for band in range(max_distance)]
+        hashes.append(hashes[index] ^ sum(1 << bit for bit in spread))
+    hashes += [hashes[5], hashes[5]]  # identical hashes are distance 0
+    brute = {
+        (i, j)
+        for i in range(len(hashes))
+        for j in range(i + 1, len(hashes))
+        if (hashes[i] ^ hashes[j]).bit_count() <= max_distance
+    }
+    assert len(brute) >= 30
+    assert close_pairs(hashes, max_distance) == brute
 
 
 @pytest.mark.parametrize("label", ["", "  ", "a/b", "..", "x..y", "tab\there", "new\nline"])

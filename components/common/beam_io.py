@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from components.common import storage
 
@@ -27,6 +29,31 @@ def default_beam_args(beam_args: list[str]) -> list[str]:
     if parallel and not any(arg.startswith("--direct_num_workers") for arg in beam_args):
         defaults.append("--direct_num_workers=0")  # 0 = one worker per core
     return defaults + beam_args
+
+
+def new_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    """A pipeline on the runner the arguments name, else on Beam's local FnApiRunner."""
+    options = PipelineOptions(default_beam_args(beam_args))
+    if any(arg.startswith("--runner") for arg in beam_args):
+        return beam.Pipeline(options=options)
+    return beam.Pipeline(runner=local_runner(options), options=options)
+
+
+def local_runner(options: PipelineOptions) -> PipelineRunner:
+    """The FnApiRunner exactly as Beam's DirectRunner builds it, minus its Prism attempt.
+
+    Since Beam 2.68 the DirectRunner first tries to download the Prism runner binary from
+    GitHub and falls back to this one when that fails, so without a runner pinned, how a
+    pipeline runs (and how long it waits on the network) depends on the machine's network.
+    """
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    # Workers read the pipeline options (GCS credentials, project...) from the provision info.
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
 
 
 def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int | None = None) -> None:

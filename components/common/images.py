@@ -47,11 +47,13 @@ def decode_image(
     data: bytes,
     limits: DecodeLimits = DecodeLimits(),
     shrink_to: tuple[int, ResizeMode] | None = None,
+    keep_short_side: int = 0,
 ) -> Image.Image:
     """Decode bytes to an upright RGB image, rejecting anything broken or unsafe.
 
     `shrink_to=(target, mode)` lets JPEG decoding use libjpeg's DCT scaling down to the
-    smallest size that still fits `target`: several times faster for large photos.
+    smallest size that still fits `target`: several times faster for large photos. The
+    reduced image's short side also stays >= `keep_short_side` (another consumer's input).
     """
     if not data:
         raise ImageRejected("empty_file", "zero bytes")
@@ -72,7 +74,7 @@ def decode_image(
             "too_small", f"{width}x{height} is below the minimum side of {limits.min_side}"
         )
     if shrink_to is not None and image.format == "JPEG":
-        image.draft("RGB", draft_size_for(image.size, *shrink_to))
+        image.draft("RGB", draft_size_for(image.size, *shrink_to, keep_short_side))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -105,32 +107,35 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def draft_size_for(size: tuple[int, int], target: int, mode: ResizeMode) -> tuple[int, int]:
-    """The smallest decode size that still resizes to `target` without upsampling loss."""
+def draft_size_for(
+    size: tuple[int, int], target: int, mode: ResizeMode, keep_short_side: int = 0
+) -> tuple[int, int]:
+    """The smallest decode size that still resizes to `target` without upsampling loss
+    and keeps the short side >= `keep_short_side`."""
     width, height = size
     # Padding fits the long side to the target; cropping fits the short side.
     scale = target / (max(width, height) if mode == "pad" else min(width, height))
+    scale = max(scale, keep_short_side / min(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def fit_image(image: Image.Image, target: int, mode: ResizeMode = "pad") -> np.ndarray:
-    """Resize to a `target`x`target` uint8 array: keep aspect and pad, or centre-crop."""
+def fit_image(image: Image.Image, target: int, mode: ResizeMode = "pad") -> Image.Image:
+    """Resize to `target`x`target`: keep aspect and pad with black, or centre-crop."""
     if mode == "crop":
-        fitted = ImageOps.fit(image, (target, target), Image.Resampling.BILINEAR)
-    else:
-        fitted = ImageOps.pad(image, (target, target), Image.Resampling.BILINEAR, color=(0, 0, 0))
-    return np.asarray(fitted, dtype=np.uint8)
+        return ImageOps.fit(image, (target, target), Image.Resampling.BILINEAR)
+    return ImageOps.pad(image, (target, target), Image.Resampling.BILINEAR, color=(0, 0, 0))
 
 
 def load_for_model(
     data: bytes, target: int, mode: ResizeMode = "pad", limits: DecodeLimits = DecodeLimits()
 ) -> np.ndarray:
-    """Decode untrusted bytes straight to the model's input array, using reduced-scale JPEG."""
-    return fit_image(decode_image(data, limits, shrink_to=(target, mode)), target, mode)
+    """Decode untrusted bytes straight to the model's uint8 input array (reduced-scale JPEG)."""
+    fitted = fit_image(decode_image(data, limits, shrink_to=(target, mode)), target, mode)
+    return np.asarray(fitted, dtype=np.uint8)
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
-    """Encode an RGB uint8 array as JPEG bytes."""
+def encode_jpeg(image: Image.Image, quality: int = 95) -> bytes:
+    """Encode an RGB image as JPEG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -84,9 +84,10 @@ def _replacing(path: str) -> Iterator[str]:
     try:
         yield temp
         os.replace(temp, path)
-    finally:
+    except BaseException:  # not `finally`: raising FileNotFoundError on every success is slow
         with contextlib.suppress(FileNotFoundError):
             os.remove(temp)
+        raise
 
 
 def open_file(url: str, mode: str = "rb") -> IO[Any]:
@@ -106,15 +107,18 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
 
 
-def write_bytes(url: str, data: bytes) -> None:
-    """Write one file whole: local writes go through a temp file and os.replace."""
+def write_bytes(url: str, data: bytes, durable: bool = True) -> None:
+    """Write one file whole: local writes go through a temp file and os.replace.
+
+    `durable=False` skips the fsync, for scratch files that a crash makes worthless anyway.
+    """
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         with _replacing(path) as temp, open(temp, "xb") as stream:
             stream.write(data)
-            # Without fsync a crash soon after the rename can leave an empty file.
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:  # without fsync a crash soon after the rename can leave an empty file
+                stream.flush()
+                os.fsync(stream.fileno())
         return
     # One upload request: a GCS object appears whole or not at all.
     fs.pipe_file(path, data)

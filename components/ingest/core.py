@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import imagehash
@@ -20,6 +20,7 @@ from components.common.dataset import SPLITS
 
 HASH_SPACE = 16**16
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
+PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
 
 
 @dataclass(frozen=True)
@@ -102,31 +103,44 @@ def pick_kept(uris: list[str]) -> str:
 
 def perceptual_hash(image: Image.Image) -> int:
     """A 256-bit DCT perceptual hash that survives resizing and recompression."""
-    return int(str(imagehash.phash(image, hash_size=PHASH_SIZE)), 16)
+    # imagehash would reduce to 64x64 grey with Lanczos; Pillow's (antialiased) bilinear
+    # filter halves the cost of the whole hash and keeps re-encoded, resized copies as close
+    # (a plain box filter did not: 16 bits apart instead of 2 for a 400 px vs 300 px copy).
+    grey = image.convert("L").resize((PHASH_INPUT_SIZE,) * 2, Image.Resampling.BILINEAR)
+    return int(str(imagehash.phash(grey, hash_size=PHASH_SIZE)), 16)
 
 
-def band_keys(phash: int, max_distance: int) -> list[tuple[int, int]]:
-    """Split the hash into max_distance + 1 bands: two hashes within max_distance bits of each
-    other agree exactly on at least one band (pigeonhole), so bands make good bucket keys."""
+def close_pairs(hashes: Sequence[int], max_distance: int) -> set[tuple[int, int]]:
+    """Index pairs (i, j), i < j, of perceptual hashes that differ in <= max_distance bits.
+
+    The hashes are cut into max_distance + 1 bands: two hashes that close agree exactly on
+    at least one band (pigeonhole), so only hashes sharing a band value are compared.
+    Vectorised, 32 bytes per image: no per-(image, band) records to shuffle.
+    """
     bits = PHASH_SIZE * PHASH_SIZE
+    if len(hashes) < 2:
+        return set()
+    packed = np.frombuffer(
+        b"".join(value.to_bytes(bits // 8, "big") for value in hashes), np.uint8
+    ).reshape(len(hashes), bits // 8)
+    unpacked = np.unpackbits(packed, axis=1)
     bands = max_distance + 1
-    keys = []
+    pairs: set[tuple[int, int]] = set()
     for band in range(bands):
         low, high = band * bits // bands, (band + 1) * bits // bands
-        keys.append((band, (phash >> low) & ((1 << (high - low)) - 1)))
-    return keys
-
-
-def close_pairs(
-    members: list[tuple[str, str, int]], max_distance: int
-) -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
-    """Pairs ((uri, label), (uri, label)) of one bucket whose hashes differ in <= max_distance
-    bits; each pair once, smaller URI first."""
-    ordered = sorted(members)
-    for i, (uri_a, label_a, hash_a) in enumerate(ordered):
-        for uri_b, label_b, hash_b in ordered[i + 1 :]:
-            if (hash_a ^ hash_b).bit_count() <= max_distance:
-                yield (uri_a, label_a), (uri_b, label_b)
+        band_values = np.packbits(unpacked[:, low:high], axis=1)
+        _, bucket = np.unique(band_values, axis=0, return_inverse=True)
+        order = np.argsort(bucket.ravel(), kind="stable")
+        starts = np.flatnonzero(np.diff(bucket.ravel()[order], prepend=-1))
+        ends = np.append(starts[1:], len(order))
+        for start, end in zip(starts, ends, strict=True):
+            members = order[start:end]
+            for position, first in enumerate(members[:-1]):
+                others = members[position + 1 :]
+                distance = np.bitwise_count(packed[others] ^ packed[first]).sum(axis=1)
+                for second in others[distance <= max_distance]:
+                    pairs.add((int(min(first, second)), int(max(first, second))))
+    return pairs
 
 
 def near_duplicate_groups(

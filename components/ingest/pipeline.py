@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.common import beam_io, dataset, storage
 from components.common.images import (
@@ -25,10 +24,11 @@ from components.common.images import (
     fit_image,
 )
 from components.common.images import content_hash as hash_bytes
+from components.common.tfexample import serialize_example
 from components.ingest.core import (
+    PHASH_INPUT_SIZE,
     IngestConfig,
     assign_split,
-    band_keys,
     close_pairs,
     combine_digests,
     near_duplicate_groups,
@@ -42,7 +42,6 @@ from components.ingest.sources import Source, SourceItem, resolve_source
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
 PIXELS = "_pixels"  # staged, resized JPEGs by content hash (never published)
-PHASH_INPUT_SIZE = 64  # imagehash.phash(hash_size=16) looks at a 64x64 reduction
 LATE = "_late.jsonl"
 
 
@@ -107,14 +106,14 @@ class Inspect(beam.DoFn):
             limits = DecodeLimits(self.config.min_side, self.config.max_pixels)
             # The whole entropy-coded stream is still decoded (truncation is caught), at the
             # smallest DCT scale that covers the target size and the perceptual hash's input.
-            scale = max(self.config.image_size, PHASH_INPUT_SIZE)
-            image = decode_image(data, limits, (scale, self.config.resize_mode))
+            image = decode_image(data, limits, target, keep_short_side=PHASH_INPUT_SIZE)
         except ImageRejected as rejection:
             yield self._reject(uri, label, rejection.reason, rejection.detail)
             return
         content_hash = hash_bytes(data)
         pixels = encode_jpeg(fit_image(image, *target), self.config.jpeg_quality)
-        storage.write_bytes(pixel_path(self.staging, content_hash), pixels)
+        # Scratch: a crash loses the whole staging folder anyway, so no fsync per image.
+        storage.write_bytes(pixel_path(self.staging, content_hash), pixels, durable=False)
         self.accepted.inc()
         yield {
             "uri": uri,
@@ -183,20 +182,14 @@ class DropNearDuplicates(beam.DoFn):
 
 def to_example(record: dict, label_ids: dict[str, int]) -> bytes:
     """Serialise one accepted record as a tf.train.Example."""
-    import tensorflow as tf  # imported in the worker: only shard writing needs TF
-
-    def _bytes(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    features = {
-        dataset.FEATURE_IMAGE: _bytes(record["jpeg"]),
-        dataset.FEATURE_LABEL: tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[label_ids[record["label"]]])
-        ),
-        dataset.FEATURE_HASH: _bytes(record["hash"].encode()),
-        dataset.FEATURE_URI: _bytes(record["uri"].encode()),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return serialize_example(
+        {
+            dataset.FEATURE_IMAGE: record["jpeg"],
+            dataset.FEATURE_LABEL: label_ids[record["label"]],
+            dataset.FEATURE_HASH: record["hash"].encode(),
+            dataset.FEATURE_URI: record["uri"].encode(),
+        }
+    )
 
 
 class SummariseFn(beam.CombineFn):
@@ -229,23 +222,45 @@ class SummariseFn(beam.CombineFn):
         return {"counts": counts, "digest": str(digest)}
 
 
+class NearDuplicateGroupsFn(beam.CombineFn):
+    """Collect (uri, label, perceptual hash) of every kept image, then group the near-identical.
+
+    One compact list instead of a shuffle of max_distance + 1 band records per image, which
+    the local runner holds in memory (measured: ~15 KB per image at the default distance).
+    """
+
+    def __init__(self, max_distance: int) -> None:
+        self.max_distance = max_distance
+
+    def create_accumulator(self) -> list[tuple[str, str, int]]:
+        """Start empty."""
+        return []
+
+    def add_input(self, members: list, record: dict) -> list[tuple[str, str, int]]:
+        """Remember one image."""
+        members.append((record["uri"], record["label"], record["phash"]))
+        return members
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list[tuple[str, str, int]]:
+        """Concatenate partial lists."""
+        return [member for members in accumulators for member in members]
+
+    def extract_output(self, members: list) -> dict[str, tuple[str, str, bool]]:
+        """uri -> (kept uri, kept label, labels conflict) for images in a near-duplicate group."""
+        pairs = close_pairs([phash for _, _, phash in members], self.max_distance)
+        return near_duplicate_groups((members[i][:2], members[j][:2]) for i, j in sorted(pairs))
+
+
 def drop_near_duplicates(
     records: beam.PCollection, max_distance: int
 ) -> tuple[beam.PCollection, beam.PCollection]:
-    """(unique records, near-duplicate rows): perceptual-hash buckets -> close pairs ->
-    connected groups (a small side input) -> keep one per group."""
+    """(unique records, near-duplicate rows): near-duplicate groups of all records (a small
+    side input) -> keep one per group."""
     if max_distance < 0:
         return records, records.pipeline | "NoNearDuplicates" >> beam.Create([])
-    groups = (
-        records
-        | "BandKeys" >> beam.FlatMap(
-            lambda r: [(key, (r["uri"], r["label"], r["phash"]))
-                       for key in band_keys(r["phash"], max_distance)])
-        | "GroupByBand" >> beam.GroupByKey()
-        | "ClosePairs" >> beam.FlatMap(lambda kv: close_pairs(list(kv[1]), max_distance))
-        | "CollectPairs" >> beam.combiners.ToList()
-        | "NearDuplicateGroups" >> beam.Map(near_duplicate_groups)
-    )  # fmt: skip
+    groups = records | "NearDuplicateGroups" >> beam.CombineGlobally(
+        NearDuplicateGroupsFn(max_distance)
+    )
     result = records | "DropNearDuplicates" >> beam.ParDo(
         DropNearDuplicates(), groups=beam.pvalue.AsSingleton(groups)
     ).with_outputs(DUPLICATES, main="unique")
@@ -363,8 +378,7 @@ def run(
     labels = resolved.labels
     out = out.rstrip("/")
     staging = beam_io.new_staging_dir(out)
-    options = PipelineOptions(beam_io.default_beam_args(beam_args or []))
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam_io.new_pipeline(beam_args or [])
     build_pipeline(pipeline, resolved, staging, config)
     pipeline.run().wait_until_finish()
     late = storage.read_text(storage.join(staging, LATE)).strip()

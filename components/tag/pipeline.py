@@ -344,9 +344,7 @@ def run(
     tagger = stage_model_for_workers(tagger, beam_args or [])
     started = time.perf_counter()
     staging = beam_io.new_staging_dir(out)
-    pipeline = test_pipeline or beam.Pipeline(
-        options=PipelineOptions(beam_io.default_beam_args(beam_args or []))
-    )
+    pipeline = test_pipeline or beam_io.new_pipeline(beam_args or [])
     previous = (
         read_previous_rows(pipeline, out, tagger)
         if outputs.incremental
