@@ -107,18 +107,22 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
 
 
-def write_bytes(url: str, data: bytes, durable: bool = True) -> None:
-    """Write one file whole: local writes go through a temp file and os.replace.
+def read_range(url: str, start: int, length: int) -> bytes:
+    """`length` bytes of one file from offset `start` (one ranged request on GCS)."""
+    fs, path = filesystem(url)
+    with _naming(url):
+        return fs.cat_file(path, start=start, end=start + length)
 
-    `durable=False` skips the fsync, for scratch files that a crash makes worthless anyway.
-    """
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write one file whole: local writes go through a temp file and os.replace."""
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
         with _replacing(path) as temp, open(temp, "xb") as stream:
             stream.write(data)
-            if durable:  # without fsync a crash soon after the rename can leave an empty file
-                stream.flush()
-                os.fsync(stream.fileno())
+            # Without fsync a crash soon after the rename can leave an empty file.
+            stream.flush()
+            os.fsync(stream.fileno())
         return
     # One upload request: a GCS object appears whole or not at all.
     fs.pipe_file(path, data)

@@ -1,6 +1,6 @@
 """Beam pipeline: class folders -> validated, deduplicated, split TFRecord shards.
 
-list -> read, decode once, resize (pixels to a side file; rejects to rejected.jsonl) ->
+list -> read, decode once, resize (pixels to a pack file; rejects to rejected.jsonl) ->
 exact and near dedupe, split (light records only) -> staged pixels -> shards.
 Everything is staged under the output and moved into place before manifest.json is written
 last, so a killed run never leaves a dataset that looks complete.
@@ -9,6 +9,7 @@ last, so a killed run never leaves a dataset that looks complete.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ from components.ingest.sources import Source, SourceItem, resolve_source
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
-PIXELS = "_pixels"  # staged, resized JPEGs by content hash (never published)
+PIXELS = "_pixels"  # staged, resized JPEGs in one pack file per bundle (never published)
 LATE = "_late.jsonl"
 
 
@@ -72,13 +73,13 @@ class ListSource(beam.DoFn):
 
 
 class Inspect(beam.DoFn):
-    """Read one file, validate it by content, fingerprint it and store its final pixels as
-    a side file; rejects go to a tagged output.
+    """Read one file, validate it by content, fingerprint it and append its final pixels to
+    the bundle's scratch pack file; rejects go to a tagged output.
 
     Only a light record leaves this step: deduplication and splitting shuffle these, never
-    pixels, so memory stays flat. Each image is decoded once, at the reduced JPEG scale the
-    target size needs; the resized, re-encoded JPEG waits in `<staging>/_pixels/<hash>`
-    until the kept ones are packed into shards after the shuffle.
+    pixels. Each image is decoded once, at the reduced JPEG scale the target size needs; the
+    resized, re-encoded JPEG waits in the pack until the kept ones are written to shards
+    after the shuffle.
     """
 
     REJECTED = "rejected"
@@ -88,6 +89,22 @@ class Inspect(beam.DoFn):
         self.staging = staging
         self.seen = Metrics.counter(NAMESPACE, "seen")
         self.accepted = Metrics.counter(NAMESPACE, "decoded")
+        self._pack: PackWriter | None = None
+
+    def start_bundle(self) -> None:
+        """A bundle's pixels go to a pack file of its own, opened on its first image."""
+        self._pack = None
+
+    def finish_bundle(self) -> None:
+        """Close the pack: Beam commits the bundle's records only after this returns."""
+        if self._pack is not None:
+            self._pack.close()
+            self._pack = None
+
+    def teardown(self) -> None:
+        """A failed bundle's pack is left for the staging clean-up."""
+        if self._pack is not None:
+            self._pack.abandon()
 
     def process(self, element: SourceItem) -> Iterator:
         """Emit {uri, label, hash, split, phash} for a usable image, or a rejection row."""
@@ -112,8 +129,8 @@ class Inspect(beam.DoFn):
             return
         content_hash = hash_bytes(data)
         pixels = encode_jpeg(fit_image(image, *target), self.config.jpeg_quality)
-        # Scratch: a crash loses the whole staging folder anyway, so no fsync per image.
-        storage.write_bytes(pixel_path(self.staging, content_hash), pixels, durable=False)
+        if self._pack is None:
+            self._pack = PackWriter(self.staging)
         self.accepted.inc()
         yield {
             "uri": uri,
@@ -121,6 +138,7 @@ class Inspect(beam.DoFn):
             "hash": content_hash,
             "split": split,  # None unless the manifest fixed it
             "phash": perceptual_hash(image),
+            "pixels": self._pack.append(pixels),
         }
 
     def _reject(self, uri: str, label: str, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
@@ -270,7 +288,7 @@ def drop_near_duplicates(
 def build_pipeline(
     pipeline: beam.Pipeline, source: Source, staging: str, config: IngestConfig
 ) -> None:
-    """List, validate (storing resized pixels as side files), dedupe and split light
+    """List, validate (storing resized pixels in pack files), dedupe and split light
     records, then pack the kept images' pixels into shards; writes the shards, rejections,
     duplicates and counts under `staging`."""
     files = (
@@ -315,9 +333,41 @@ def build_pipeline(
     beam_io.write_json_value(outcomes, storage.join(staging, "_outcomes.json"), "Outcomes")
 
 
-def pixel_path(staging: str, content_hash: str) -> str:
-    """Where Inspect leaves an image's resized JPEG for MakeExample."""
-    return storage.join(staging, PIXELS, f"{content_hash}.jpg")
+class PackWriter:
+    """Appends staged JPEGs to one new scratch file; each append returns where it went.
+
+    One file per bundle instead of one per image: no create/rename per image locally, and
+    two GCS requests per bundle instead of per image. A retried bundle writes a new pack,
+    so no reader ever sees a half-written one (readers run after the shuffle).
+    """
+
+    def __init__(self, staging: str) -> None:
+        self.name = f"{uuid.uuid4().hex}.pack"
+        self._stream = storage.open_file(pack_path(staging, self.name), "wb")
+        self._offset = 0
+
+    def append(self, data: bytes) -> tuple[str, int, int]:
+        """Write `data`; return (pack name, offset, length) to read it back."""
+        self._stream.write(data)
+        where = (self.name, self._offset, len(data))
+        self._offset += len(data)
+        return where
+
+    def close(self) -> None:
+        """Finish the file (on GCS: complete the upload)."""
+        self._stream.close()
+
+    def abandon(self) -> None:
+        """Drop the file handle after a failure, without raising a second error."""
+        try:
+            self._stream.close()
+        except Exception as error:  # the staging folder is removed with the failed run
+            log.debug("pack %s not closed cleanly: %s", self.name, error)
+
+
+def pack_path(staging: str, name: str) -> str:
+    """Where Inspect's pack files live until the shards are written."""
+    return storage.join(staging, PIXELS, name)
 
 
 class MakeExample(beam.DoFn):
@@ -332,7 +382,10 @@ class MakeExample(beam.DoFn):
     def process(self, row: dict) -> Iterator:
         """Emit (split index, serialized example), or a failure row if the pixels are gone."""
         try:
-            jpeg = storage.read_bytes(pixel_path(self.staging, row["hash"]))
+            name, offset, length = row["pixels"]
+            jpeg = storage.read_range(pack_path(self.staging, name), offset, length)
+            if len(jpeg) != length:
+                raise OSError(f"pack {name} ends before byte {offset + length}")
         except Exception as error:  # recorded and reported by run(), never a crash mid-run
             yield beam.pvalue.TaggedOutput(self.LATE, {"uri": row["uri"], "error": str(error)})
             return
