@@ -129,17 +129,16 @@ def close_pairs(hashes: Sequence[int], max_distance: int) -> set[tuple[int, int]
     for band in range(bands):
         low, high = band * bits // bands, (band + 1) * bits // bands
         band_values = np.packbits(unpacked[:, low:high], axis=1)
-        _, bucket = np.unique(band_values, axis=0, return_inverse=True)
-        order = np.argsort(bucket.ravel(), kind="stable")
-        starts = np.flatnonzero(np.diff(bucket.ravel()[order], prepend=-1))
-        ends = np.append(starts[1:], len(order))
-        for start, end in zip(starts, ends, strict=True):
-            members = order[start:end]
+        bucket = np.unique(band_values, axis=0, return_inverse=True)[1].ravel()
+        order = np.argsort(bucket, kind="stable")  # stable: indices ascend within a bucket
+        boundaries = np.flatnonzero(np.diff(bucket[order])) + 1
+        for members in np.split(order, boundaries):
             for position, first in enumerate(members[:-1]):
                 others = members[position + 1 :]
                 distance = np.bitwise_count(packed[others] ^ packed[first]).sum(axis=1)
-                for second in others[distance <= max_distance]:
-                    pairs.add((int(min(first, second)), int(max(first, second))))
+                pairs.update(
+                    (int(first), int(second)) for second in others[distance <= max_distance]
+                )
     return pairs
 
 

@@ -107,7 +107,8 @@ class Inspect(beam.DoFn):
             self._pack.abandon()
 
     def process(self, element: SourceItem) -> Iterator:
-        """Emit {uri, label, hash, split, phash} for a usable image, or a rejection row."""
+        """Emit {uri, label, hash, split, phash, pixels (pack range)} for a usable image,
+        or a rejection row."""
         uri, label, split = element
         self.seen.inc()
         if not label:
