@@ -17,9 +17,14 @@ from apache_beam.runners.runner import PipelineRunner
 from components.common import storage
 
 
+def names_runner(beam_args: list[str]) -> bool:
+    """True if the arguments choose a Beam runner (--runner X or --runner=X)."""
+    return any(arg.startswith("--runner") for arg in beam_args)
+
+
 def default_beam_args(beam_args: list[str]) -> list[str]:
     """Use all local cores with the DirectRunner unless the caller chose a runner or mode."""
-    if any(arg.startswith("--runner") for arg in beam_args):
+    if names_runner(beam_args):
         return beam_args
     defaults = []
     chosen_mode = [arg for arg in beam_args if arg.startswith("--direct_running_mode")]
@@ -34,7 +39,7 @@ def default_beam_args(beam_args: list[str]) -> list[str]:
 def new_pipeline(beam_args: list[str]) -> beam.Pipeline:
     """A pipeline on the runner the arguments name, else on Beam's local FnApiRunner."""
     options = PipelineOptions(default_beam_args(beam_args))
-    if any(arg.startswith("--runner") for arg in beam_args):
+    if names_runner(beam_args):
         return beam.Pipeline(options=options)
     return beam.Pipeline(runner=local_runner(options), options=options)
 
