@@ -17,7 +17,7 @@ from components.ingest.core import (
     close_pairs,
     validate_label,
 )
-from components.ingest.pipeline import run
+from components.ingest.pipeline import MakeExample, PackWriter, run
 from tests.conftest import write_broken_files, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")
@@ -154,3 +154,29 @@ def test_incomplete_dataset_is_refused(tmp_path: Path) -> None:
     (tmp_path / "half" / "train-00000-of-00004.tfrecord").write_bytes(b"")
     with pytest.raises(dataset.DatasetError, match=r"manifest\.json is missing"):
         dataset.read_manifest(str(tmp_path / "half"))
+
+
+def test_staged_pixels_round_trip_and_a_lost_pack_is_recorded(tmp_path: Path) -> None:
+    """MakeExample reads back exactly what PackWriter appended; a missing or cut-short pack
+    gives a 'late' row naming the image (run() turns those into one clear error), no crash."""
+    import tensorflow as tf
+
+    staging = str(tmp_path)
+    pack = PackWriter(staging)
+    first, second = pack.append(b"first jpeg"), pack.append(b"second, longer jpeg")
+    pack.close()
+    make_example = MakeExample(staging, {"winter": 0, "summer": 1})
+    row = {"uri": "gs://b/2.jpg", "label": "summer", "hash": "ab" * 32, "split": "test"}
+    [(split_index, data)] = list(make_example.process({**row, "pixels": second}))
+    example = tf.train.Example.FromString(data)
+    assert split_index == dataset.SPLITS.index("test")
+    assert example.features.feature[dataset.FEATURE_IMAGE].bytes_list.value == [
+        b"second, longer jpeg"
+    ]
+    assert example.features.feature[dataset.FEATURE_LABEL].int64_list.value == [1]
+
+    name, offset, length = first
+    for pixels in [("gone.pack", 0, 10), (name, offset + 20, length + 20)]:
+        [late] = list(make_example.process({**row, "pixels": pixels}))
+        assert late.tag == MakeExample.LATE and late.value["uri"] == "gs://b/2.jpg"
+        assert late.value["error"]
