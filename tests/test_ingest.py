@@ -15,9 +15,10 @@ from components.ingest.core import (
     IngestConfig,
     assign_split,
     close_pairs,
+    find_duplicates,
     validate_label,
 )
-from components.ingest.pipeline import MakeExample, PackWriter, run
+from components.ingest.pipeline import MakeExamples, PackWriter, pack_path, run
 from tests.conftest import write_broken_files, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")
@@ -157,26 +158,59 @@ def test_incomplete_dataset_is_refused(tmp_path: Path) -> None:
 
 
 def test_staged_pixels_round_trip_and_a_lost_pack_is_recorded(tmp_path: Path) -> None:
-    """MakeExample reads back exactly what PackWriter appended; a missing or cut-short pack
-    gives a 'late' row naming the image (run() turns those into one clear error), no crash."""
+    """MakeExamples reads back exactly what PackWriter appended, skips the rows the plan
+    drops, and a missing or cut-short pack gives a 'late' row naming the pack and image
+    (run() turns those into one clear error), no crash."""
     import tensorflow as tf
 
     staging = str(tmp_path)
     pack = PackWriter(staging)
-    first, second = pack.append(b"first jpeg"), pack.append(b"second, longer jpeg")
+    rows = [
+        pack.append(jpeg, {"uri": f"gs://b/{i}.jpg", "label": label, "hash": f"{i:02x}" * 32,
+                           "split": split})
+        for i, (jpeg, label, split) in enumerate(
+            [(b"first jpeg", "winter", None), (b"second, longer jpeg", "summer", "test"),
+             (b"third", "winter", "validation")]
+        )
+    ]  # fmt: skip
     pack.close()
-    make_example = MakeExample(staging, {"winter": 0, "summer": 1})
-    row = {"uri": "gs://b/2.jpg", "label": "summer", "hash": "ab" * 32, "split": "test"}
-    [(split_index, data)] = list(make_example.process({**row, "pixels": second}))
-    example = tf.train.Example.FromString(data)
-    assert split_index == dataset.SPLITS.index("test")
-    assert example.features.feature[dataset.FEATURE_IMAGE].bytes_list.value == [
-        b"second, longer jpeg"
-    ]
-    assert example.features.feature[dataset.FEATURE_LABEL].int64_list.value == [1]
+    assert rows == [0, 1, 2]
+    make_examples = MakeExamples(staging, {"winter": 0, "summer": 1}, (0.7, 0.1, 0.2))
+    outputs = list(make_examples.process(pack.name, {pack.name: frozenset({0})}))
+    examples = [output for output in outputs if not hasattr(output, "tag")]
+    kept = [output.value for output in outputs if getattr(output, "tag", None) == "kept"]
+    assert [split for split, _ in examples] == [
+        dataset.SPLITS.index("test"), dataset.SPLITS.index("validation")
+    ]  # fmt: skip
+    parsed = [tf.train.Example.FromString(data).features.feature for _, data in examples]
+    assert [f[dataset.FEATURE_IMAGE].bytes_list.value for f in parsed] == [
+        [b"second, longer jpeg"], [b"third"]
+    ]  # fmt: skip
+    assert [f[dataset.FEATURE_LABEL].int64_list.value for f in parsed] == [[1], [0]]
+    assert [row["split"] for row in kept] == ["test", "validation"]
 
-    name, offset, length = first
-    for pixels in [("gone.pack", 0, 10), (name, offset + 20, length + 20)]:
-        [late] = list(make_example.process({**row, "pixels": pixels}))
-        assert late.tag == MakeExample.LATE and late.value["uri"] == "gs://b/2.jpg"
-        assert late.value["error"]
+    [late] = list(make_examples.process("gone.pack", {}))
+    assert late.tag == MakeExamples.LATE and late.value["pack"] == "gone.pack"
+    packed = Path(pack_path(staging, pack.name))
+    packed.write_bytes(packed.read_bytes()[:-3])  # the third image loses its last bytes
+    *_, late = make_examples.process(pack.name, {})
+    assert late.tag == MakeExamples.LATE and late.value["uri"] == "gs://b/2.jpg"
+    assert "ends before byte" in late.value["error"]
+
+
+def test_duplicates_are_found_by_content_then_by_perceptual_hash() -> None:
+    """Exact groups keep the smallest (URI, label); near groups are formed among the kept;
+    one URI listed twice (as a manifest may) is one exact duplicate, not two."""
+    rng = np.random.default_rng(3)
+    base = [int(rng.integers(0, 2**63)) << 193 | int(rng.integers(0, 2**63)) for _ in range(4)]
+    uris = ["gs://b/a.jpg", "gs://b/a.jpg", "gs://b/c.jpg", "gs://b/b.jpg", "gs://b/d.jpg"]
+    labels = ["cat", "dog", "cat", "cat", "cat"]
+    hashes = [b"1" * 32, b"1" * 32, b"2" * 32, b"3" * 32, b"4" * 32]
+    phashes = [base[0], base[0], base[1], base[1] ^ 0b111, base[3]]
+    found = find_duplicates(uris, labels, hashes, phashes, max_distance=3)
+    assert [(d.index, d.kept, d.kind, d.label_conflict) for d in found] == [
+        (1, 0, "exact", True),
+        (2, 3, "near", False),
+    ]
+    assert [d.index for d in find_duplicates(uris, labels, hashes, phashes, 2)] == [1]
+    assert [d.index for d in find_duplicates(uris, labels, hashes, phashes, -1)] == [1]

@@ -96,11 +96,6 @@ def combine_digests(digests_sum: int, labels: list[str], config: IngestConfig) -
     return hashlib.sha256(summary.encode()).hexdigest()
 
 
-def pick_kept(uris: list[str]) -> str:
-    """Choose deterministically which of several identical files is kept (the smallest URI)."""
-    return min(uris)
-
-
 def perceptual_hash(image: Image.Image) -> int:
     """A 256-bit DCT perceptual hash that survives resizing and recompression."""
     # imagehash would reduce to 64x64 grey with Lanczos; Pillow's (antialiased) bilinear
@@ -142,37 +137,60 @@ def close_pairs(hashes: Sequence[int], max_distance: int) -> set[tuple[int, int]
     return pairs
 
 
-def near_duplicate_groups(
-    pairs: Iterable[tuple[tuple[str, str], tuple[str, str]]],
-) -> dict[str, tuple[str, str, bool]]:
-    """Map each URI in a near-duplicate group to (kept URI, kept label, labels conflict).
+@dataclass(frozen=True)
+class Duplicate:
+    """One image that is not kept: the kept image it copies, how they matched, and whether
+    the group carries more than one label (a label conflict)."""
 
-    Groups are connected components of the pairs (a ~ b ~ c is one group); the kept image is
-    the group's smallest URI, so the choice does not depend on processing order.
+    index: int
+    kept: int
+    kind: str  # "exact" (same bytes) or "near" (perceptual hash within the distance)
+    label_conflict: bool
+
+
+def find_duplicates(
+    uris: Sequence[str],
+    labels: Sequence[str],
+    content_hashes: Sequence[bytes],
+    phashes: Sequence[int],
+    max_distance: int,
+) -> list[Duplicate]:
+    """Every image to drop, by index: one kept per group of equal content hashes, then one
+    per group of near-identical perceptual hashes among those kept (max_distance < 0: none).
+
+    Groups are connected components (a ~ b ~ c is one group); the kept image is the group's
+    smallest (URI, label), so the choice does not depend on processing order.
     """
-    labels: dict[str, str] = {}
-    edges = []
-    for (uri_a, label_a), (uri_b, label_b) in pairs:
-        labels[uri_a], labels[uri_b] = label_a, label_b
-        edges.append((uri_a, uri_b))
-    if not edges:
-        return {}
-    uris = sorted(labels)
-    index = {uri: i for i, uri in enumerate(uris)}
-    rows = [index[a] for a, _ in edges]
-    cols = [index[b] for _, b in edges]
-    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(uris), len(uris)))
-    _, component = connected_components(graph, directed=False)
-    groups: dict[int, list[str]] = {}
-    for uri, group in zip(uris, component, strict=True):
-        groups.setdefault(int(group), []).append(uri)
-    result = {}
-    for members in groups.values():
-        kept = pick_kept(members)
-        conflict = len({labels[uri] for uri in members}) > 1
-        for uri in members:
-            result[uri] = (kept, labels[kept], conflict)
-    return result
+
+    def pick(members: Iterable[int]) -> int:
+        return min(members, key=lambda i: (uris[i], labels[i]))
+
+    duplicates: list[Duplicate] = []
+    by_content: dict[bytes, list[int]] = {}
+    for index, content_hash in enumerate(content_hashes):
+        by_content.setdefault(content_hash, []).append(index)
+    survivors = []
+    for members in by_content.values():
+        kept = pick(members)
+        conflict = len({labels[i] for i in members}) > 1
+        duplicates += [Duplicate(i, kept, "exact", conflict) for i in members if i != kept]
+        survivors.append(kept)
+    if max_distance >= 0 and len(survivors) > 1:
+        survivors.sort()
+        pairs = close_pairs([phashes[i] for i in survivors], max_distance)
+        if pairs:
+            rows, cols = zip(*pairs, strict=True)
+            size = len(survivors)
+            graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(size, size))
+            _, component = connected_components(graph, directed=False)
+            groups: dict[int, list[int]] = {}
+            for position in {i for pair in pairs for i in pair}:
+                groups.setdefault(int(component[position]), []).append(survivors[position])
+            for members in groups.values():
+                kept = pick(members)
+                conflict = len({labels[i] for i in members}) > 1
+                duplicates += [Duplicate(i, kept, "near", conflict) for i in members if i != kept]
+    return sorted(duplicates, key=lambda duplicate: duplicate.index)
 
 
 def small_classes(

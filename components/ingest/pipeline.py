@@ -1,17 +1,23 @@
 """Beam pipeline: class folders -> validated, deduplicated, split TFRecord shards.
 
-list -> read, decode once, resize (pixels to a pack file; rejects to rejected.jsonl) ->
-exact and near dedupe, split (light records only) -> staged pixels -> shards.
+list -> read, decode once, resize (pixels and a metadata row to the bundle's pack file;
+rejects to rejected.jsonl) -> one combine of compact fingerprints plans exact and near
+dedupe -> each pack's kept images are split and written to shards.
+No per-image record crosses a shuffle: the local runner holds every shuffled element in
+memory, so only ~150 bytes of fingerprint per image is gathered, in one place.
 Everything is staged under the output and moved into place before manifest.json is written
 last, so a killed run never leaves a dataset that looks complete.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import uuid
+from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -30,11 +36,9 @@ from components.ingest.core import (
     PHASH_INPUT_SIZE,
     IngestConfig,
     assign_split,
-    close_pairs,
     combine_digests,
-    near_duplicate_groups,
+    find_duplicates,
     perceptual_hash,
-    pick_kept,
     record_digest,
     small_classes,
 )
@@ -42,7 +46,7 @@ from components.ingest.sources import Source, SourceItem, resolve_source
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
-PIXELS = "_pixels"  # staged, resized JPEGs in one pack file per bundle (never published)
+PIXELS = "_pixels"  # staged JPEGs + metadata rows, one pack per bundle (never published)
 LATE = "_late.jsonl"
 
 
@@ -73,13 +77,13 @@ class ListSource(beam.DoFn):
 
 
 class Inspect(beam.DoFn):
-    """Read one file, validate it by content, fingerprint it and append its final pixels to
-    the bundle's scratch pack file; rejects go to a tagged output.
+    """Read one file, validate it by content, fingerprint it and append its final pixels and
+    metadata to the bundle's pack; rejects go to a tagged output.
 
-    Only a light record leaves this step: deduplication and splitting shuffle these, never
-    pixels. Each image is decoded once, at the reduced JPEG scale the target size needs; the
-    resized, re-encoded JPEG waits in the pack until the kept ones are written to shards
-    after the shuffle.
+    Only a fingerprint leaves this step, and it goes straight into a combine that the
+    runner pre-aggregates in this worker. Each image is decoded once, at the reduced JPEG
+    scale the target size needs; the resized, re-encoded JPEG waits in the pack until the
+    kept ones are written to shards.
     """
 
     REJECTED = "rejected"
@@ -92,11 +96,11 @@ class Inspect(beam.DoFn):
         self._pack: PackWriter | None = None
 
     def start_bundle(self) -> None:
-        """A bundle's pixels go to a pack file of its own, opened on its first image."""
+        """A bundle's images go to a pack of its own, opened on its first usable image."""
         self._pack = None
 
     def finish_bundle(self) -> None:
-        """Close the pack: Beam commits the bundle's records only after this returns."""
+        """Close the pack: Beam commits the bundle's outputs only after this returns."""
         if self._pack is not None:
             self._pack.close()
             self._pack = None
@@ -107,8 +111,8 @@ class Inspect(beam.DoFn):
             self._pack.abandon()
 
     def process(self, element: SourceItem) -> Iterator:
-        """Emit {uri, label, hash, split, phash, pixels (pack range)} for a usable image,
-        or a rejection row."""
+        """Emit the fingerprint (pack, row, uri, label, content hash, perceptual hash) of a
+        usable image, or a rejection row."""
         uri, label, split = element
         self.seen.inc()
         if not label:
@@ -132,15 +136,12 @@ class Inspect(beam.DoFn):
         pixels = encode_jpeg(fit_image(image, *target), self.config.jpeg_quality)
         if self._pack is None:
             self._pack = PackWriter(self.staging)
+        # split is None unless the manifest fixed it
+        row = self._pack.append(
+            pixels, {"uri": uri, "label": label, "hash": content_hash, "split": split}
+        )
         self.accepted.inc()
-        yield {
-            "uri": uri,
-            "label": label,
-            "hash": content_hash,
-            "split": split,  # None unless the manifest fixed it
-            "phash": perceptual_hash(image),
-            "pixels": self._pack.append(pixels),
-        }
+        yield self._pack.name, row, uri, label, content_hash, perceptual_hash(image)
 
     def _reject(self, uri: str, label: str, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
         Metrics.counter(NAMESPACE, f"rejected_{reason}").inc()
@@ -148,67 +149,125 @@ class Inspect(beam.DoFn):
         return beam.pvalue.TaggedOutput(self.REJECTED, row)
 
 
-DUPLICATES = "duplicates"
+class Fingerprints:
+    """What deduplication needs of every accepted image, in compact columns.
+
+    ~150 bytes per image pickled (the URI most of it), so gathering all of them in one
+    worker stays small next to the images themselves. An image is named by its pack and
+    row, never by URI: a manifest may list one URI twice.
+    """
+
+    def __init__(self) -> None:
+        self.packs: list[str] = []  # images refer to their pack by position in this list
+        self.pack_ids = array("l")
+        self.rows = array("l")
+        self.uris: list[str] = []
+        self.labels: list[str] = []  # interned: pickle stores each label once
+        self.content_hashes = bytearray()  # 32 raw bytes per image
+        self.phashes: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def add(self, fingerprint: tuple[str, int, str, str, str, int]) -> None:
+        """Append one image's (pack, row, uri, label, content hash, perceptual hash)."""
+        pack, row, uri, label, content_hash, phash = fingerprint
+        if not self.packs or self.packs[-1] != pack:
+            # A bundle's images arrive together, so this stays about one entry per pack;
+            # interleaved packs only repeat names, which is still correct.
+            self.packs.append(pack)
+        self.pack_ids.append(len(self.packs) - 1)
+        self.rows.append(row)
+        self.uris.append(uri)
+        self.labels.append(sys.intern(label))
+        self.content_hashes += bytes.fromhex(content_hash)
+        self.phashes.append(phash)
+
+    def extend(self, other: Fingerprints) -> None:
+        """Append all of another accumulator's images."""
+        offset = len(self.packs)
+        self.packs += other.packs
+        self.pack_ids.extend(pack_id + offset for pack_id in other.pack_ids)
+        self.rows.extend(other.rows)
+        self.uris += other.uris
+        self.labels += [sys.intern(label) for label in other.labels]
+        self.content_hashes += other.content_hashes
+        self.phashes += other.phashes
+
+    def content_hash(self, index: int) -> bytes:
+        """The raw SHA-256 of image `index`."""
+        return bytes(self.content_hashes[32 * index : 32 * (index + 1)])
 
 
-class KeepOnePerHash(beam.DoFn):
-    """Keep one record per content hash; report the others as duplicates."""
+@dataclass(frozen=True)
+class DedupePlan:
+    """Which staged images not to write, and the duplicates.jsonl rows saying why."""
 
-    def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
-        """Emit the kept record and a duplicates row for each other copy."""
-        _, records = element
-        records = list(records)
-        kept_uri = pick_kept([r["uri"] for r in records])
-        kept = next(r for r in records if r["uri"] == kept_uri)
-        labels = sorted({r["label"] for r in records})
-        for record in records:
-            if record is kept:
-                continue
-            yield beam.pvalue.TaggedOutput(
-                DUPLICATES,
-                duplicate_row(record, kept_uri, kept["label"], "exact", len(labels) > 1),
+    packs: list[str] = field(default_factory=list)  # every pack holding accepted images
+    dropped: dict[str, frozenset[int]] = field(default_factory=dict)  # pack -> rows to skip
+    rows: list[dict] = field(default_factory=list)
+
+
+class PlanDeduplicationFn(beam.CombineFn):
+    """Gather every accepted image's fingerprint, then decide exact and near duplicates.
+
+    One combine instead of a shuffle of per-image records: the runner pre-aggregates it in
+    each worker, so only one compact accumulator per bundle crosses to the runner.
+    """
+
+    def __init__(self, max_distance: int) -> None:
+        self.max_distance = max_distance
+
+    def create_accumulator(self) -> Fingerprints:
+        """Start empty."""
+        return Fingerprints()
+
+    def add_input(self, accumulator: Fingerprints, fingerprint: tuple) -> Fingerprints:
+        """Remember one image."""
+        accumulator.add(fingerprint)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[Fingerprints]) -> Fingerprints:
+        """Concatenate partial columns."""
+        merged = Fingerprints()
+        for accumulator in accumulators:
+            merged.extend(accumulator)
+        return merged
+
+    def extract_output(self, images: Fingerprints) -> DedupePlan:
+        """The plan: rows to skip per pack and one duplicates row per dropped image."""
+        hashes = [images.content_hash(i) for i in range(len(images))]
+        found = find_duplicates(
+            images.uris, images.labels, hashes, images.phashes, self.max_distance
+        )
+        dropped: dict[str, set[int]] = {}
+        rows = []
+        for duplicate in found:
+            index, kept = duplicate.index, duplicate.kept
+            pack = images.packs[images.pack_ids[index]]
+            dropped.setdefault(pack, set()).add(images.rows[index])
+            rows.append(
+                {
+                    "uri": images.uris[index],
+                    "label": images.labels[index],
+                    "kept_uri": images.uris[kept],
+                    "kept_label": images.labels[kept],
+                    "kind": duplicate.kind,
+                    "label_conflict": duplicate.label_conflict,
+                }
             )
-        yield kept
-
-
-def duplicate_row(record: dict, kept_uri: str, kept_label: str, kind: str, conflict: bool) -> dict:
-    """The duplicates.jsonl row for a dropped copy."""
-    Metrics.counter(NAMESPACE, f"duplicates_{kind}").inc()
-    return {
-        "uri": record["uri"],
-        "label": record["label"],
-        "kept_uri": kept_uri,
-        "kept_label": kept_label,
-        "kind": kind,
-        "label_conflict": conflict,
-    }
-
-
-class DropNearDuplicates(beam.DoFn):
-    """Keep a record unless a perceptually near-identical image with a smaller URI is kept."""
-
-    def process(self, record: dict, groups: dict[str, tuple[str, str, bool]]) -> Iterator:
-        """Emit the record, or a near-duplicate row (groups: uri -> kept uri, label, conflict)."""
-        group = groups.get(record["uri"])
-        if group is None or group[0] == record["uri"]:
-            yield record
-            return
-        kept_uri, kept_label, conflict = group
-        yield beam.pvalue.TaggedOutput(
-            DUPLICATES, duplicate_row(record, kept_uri, kept_label, "near", conflict)
+        return DedupePlan(
+            packs=sorted(set(images.packs)),
+            dropped={pack: frozenset(rows_) for pack, rows_ in dropped.items()},
+            rows=rows,
         )
 
 
-def to_example(record: dict, label_ids: dict[str, int]) -> bytes:
-    """Serialise one accepted record as a tf.train.Example."""
-    return serialize_example(
-        {
-            dataset.FEATURE_IMAGE: record["jpeg"],
-            dataset.FEATURE_LABEL: label_ids[record["label"]],
-            dataset.FEATURE_HASH: record["hash"].encode(),
-            dataset.FEATURE_URI: record["uri"].encode(),
-        }
-    )
+def duplicate_rows(plan: DedupePlan) -> Iterator[dict]:
+    """The plan's duplicates.jsonl rows, counted per kind."""
+    for row in plan.rows:
+        Metrics.counter(NAMESPACE, f"duplicates_{row['kind']}").inc()
+        yield row
 
 
 class SummariseFn(beam.CombineFn):
@@ -241,57 +300,12 @@ class SummariseFn(beam.CombineFn):
         return {"counts": counts, "digest": str(digest)}
 
 
-class NearDuplicateGroupsFn(beam.CombineFn):
-    """Collect (uri, label, perceptual hash) of every kept image, then group the near-identical.
-
-    One compact list instead of a shuffle of max_distance + 1 band records per image, which
-    the local runner holds in memory (measured: ~15 KB per image at the default distance).
-    """
-
-    def __init__(self, max_distance: int) -> None:
-        self.max_distance = max_distance
-
-    def create_accumulator(self) -> list[tuple[str, str, int]]:
-        """Start empty."""
-        return []
-
-    def add_input(self, members: list, record: dict) -> list[tuple[str, str, int]]:
-        """Remember one image."""
-        members.append((record["uri"], record["label"], record["phash"]))
-        return members
-
-    def merge_accumulators(self, accumulators: Iterable[list]) -> list[tuple[str, str, int]]:
-        """Concatenate partial lists."""
-        return [member for members in accumulators for member in members]
-
-    def extract_output(self, members: list) -> dict[str, tuple[str, str, bool]]:
-        """uri -> (kept uri, kept label, labels conflict) for images in a near-duplicate group."""
-        pairs = close_pairs([phash for _, _, phash in members], self.max_distance)
-        return near_duplicate_groups((members[i][:2], members[j][:2]) for i, j in sorted(pairs))
-
-
-def drop_near_duplicates(
-    records: beam.PCollection, max_distance: int
-) -> tuple[beam.PCollection, beam.PCollection]:
-    """(unique records, near-duplicate rows): near-duplicate groups of all records (a small
-    side input) -> keep one per group."""
-    if max_distance < 0:
-        return records, records.pipeline | "NoNearDuplicates" >> beam.Create([])
-    groups = records | "NearDuplicateGroups" >> beam.CombineGlobally(
-        NearDuplicateGroupsFn(max_distance)
-    )
-    result = records | "DropNearDuplicates" >> beam.ParDo(
-        DropNearDuplicates(), groups=beam.pvalue.AsSingleton(groups)
-    ).with_outputs(DUPLICATES, main="unique")
-    return result.unique, result[DUPLICATES]
-
-
 def build_pipeline(
     pipeline: beam.Pipeline, source: Source, staging: str, config: IngestConfig
 ) -> None:
-    """List, validate (storing resized pixels in pack files), dedupe and split light
-    records, then pack the kept images' pixels into shards; writes the shards, rejections,
-    duplicates and counts under `staging`."""
+    """List, validate (staging resized pixels in pack files), plan deduplication from
+    fingerprints, then write each pack's kept images to split shards; writes the shards,
+    rejections, duplicates and counts under `staging`."""
     files = (
         pipeline
         | "Partitions" >> beam.Create(source.partitions())
@@ -299,71 +313,80 @@ def build_pipeline(
         | "Distribute" >> beam.Reshuffle()
     )
     decoded = files | "Inspect" >> beam.ParDo(Inspect(config, staging)).with_outputs(
-        Inspect.REJECTED, main="images"
+        Inspect.REJECTED, main="fingerprints"
     )
-    deduped = (
-        decoded.images
-        | "KeyByHash" >> beam.Map(lambda record: (record["hash"], record))
-        | "GroupByHash" >> beam.GroupByKey()
-        | "KeepOnePerHash" >> beam.ParDo(KeepOnePerHash()).with_outputs(DUPLICATES, main="kept")
+    plan = decoded.fingerprints | "PlanDeduplication" >> beam.CombineGlobally(
+        PlanDeduplicationFn(config.near_duplicate_distance)
     )
-    unique, near_duplicates = drop_near_duplicates(deduped.kept, config.near_duplicate_distance)
-    split = unique | "AssignSplit" >> beam.Map(
-        lambda record: {
-            **record,
-            "split": record["split"] or assign_split(record["hash"], config.split_ratios),
-        }
+    packs = (
+        plan
+        | "PackNames" >> beam.FlatMap(lambda plan: plan.packs)
+        | "SpreadPacks" >> beam.Reshuffle()
     )
-    write_shards(split, staging, config, source.labels)
+    dropped = plan | "DroppedRows" >> beam.Map(lambda plan: plan.dropped)
+    label_ids = {label: index for index, label in enumerate(source.labels)}
+    examples = packs | "MakeExamples" >> beam.ParDo(
+        MakeExamples(staging, label_ids, config.split_ratios),
+        dropped=beam.pvalue.AsSingleton(dropped),
+    ).with_outputs(MakeExamples.KEPT, MakeExamples.LATE, main="examples")
+    write_shards(examples.examples, staging, config)
+    beam_io.write_jsonl(examples[MakeExamples.LATE], storage.join(staging, LATE), "Late")
     rejected = decoded[Inspect.REJECTED]
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
-    duplicates = (deduped[DUPLICATES], near_duplicates) | "AllDuplicates" >> beam.Flatten()
+    duplicates = plan | "DuplicateRows" >> beam.FlatMap(duplicate_rows)
     beam_io.write_jsonl(duplicates, storage.join(staging, "duplicates.jsonl"), "Duplicates")
-    summary = split | "Summarise" >> beam.CombineGlobally(SummariseFn())
+    summary = examples[MakeExamples.KEPT] | "Summarise" >> beam.CombineGlobally(SummariseFn())
     beam_io.write_json_value(summary, storage.join(staging, "_summary.json"), "Summary")
     # "seen" is counted from the listing, independently of the outcomes, so that
     # seen == accepted + rejected + duplicates is a real check that no file was lost.
     outcomes = (
-        (files | "Seen" >> beam.Map(lambda _: "seen"),
-         rejected | "RejectReason" >> beam.Map(lambda row: f"rejected/{row['reason']}"),
-         duplicates | "Duplicate" >> beam.Map(lambda _: "duplicates"))
+        (files | "Seen" >> beam.Map(lambda _: ("seen", 1)),
+         rejected | "RejectReason" >> beam.Map(lambda row: (f"rejected/{row['reason']}", 1)),
+         plan | "Duplicates" >> beam.Map(lambda plan: ("duplicates", len(plan.rows))))
         | "AllOutcomes" >> beam.Flatten()
-        | "CountOutcomes" >> beam.combiners.Count.PerElement()
+        | "CountOutcomes" >> beam.CombinePerKey(sum)
         | "CollectOutcomes" >> beam.combiners.ToDict()
     )  # fmt: skip
     beam_io.write_json_value(outcomes, storage.join(staging, "_outcomes.json"), "Outcomes")
 
 
 class PackWriter:
-    """Appends staged JPEGs to one new scratch file; each append returns where it went.
+    """Appends staged JPEGs to one new scratch file and their metadata rows to an index.
 
-    One file per bundle instead of one per image: no create/rename per image locally, and
-    two GCS requests per bundle instead of per image. A retried bundle writes a new pack,
-    so no reader ever sees a half-written one (readers run after the shuffle).
+    One pack per bundle instead of one file per image: no create/rename per image locally,
+    and a few GCS requests per bundle instead of per image. A retried bundle writes a new
+    pack, so no reader ever sees a half-written one (packs are read after the combine that
+    names them, which only counts committed bundles).
     """
 
     def __init__(self, staging: str) -> None:
         self.name = f"{uuid.uuid4().hex}.pack"
-        self._stream = storage.open_file(pack_path(staging, self.name), "wb")
+        self._pixels = storage.open_file(pack_path(staging, self.name), "wb")
+        self._index = storage.open_file(index_path(staging, self.name), "wb")
         self._offset = 0
+        self._rows = 0
 
-    def append(self, data: bytes) -> tuple[str, int, int]:
-        """Write `data`; return (pack name, offset, length) to read it back."""
-        self._stream.write(data)
-        where = (self.name, self._offset, len(data))
+    def append(self, data: bytes, metadata: dict) -> int:
+        """Write `data` and its metadata row; return the row number."""
+        self._pixels.write(data)
+        row = {**metadata, "offset": self._offset, "length": len(data)}
+        self._index.write(json.dumps(row).encode() + b"\n")
         self._offset += len(data)
-        return where
+        self._rows += 1
+        return self._rows - 1
 
     def close(self) -> None:
-        """Finish the file (on GCS: complete the upload)."""
-        self._stream.close()
+        """Finish both files (on GCS: complete the uploads)."""
+        self._pixels.close()
+        self._index.close()
 
     def abandon(self) -> None:
-        """Drop the file handle after a failure, without raising a second error."""
-        try:
-            self._stream.close()
-        except Exception as error:  # the staging folder is removed with the failed run
-            log.debug("pack %s not closed cleanly: %s", self.name, error)
+        """Drop the file handles after a failure, without raising a second error."""
+        for stream in (self._pixels, self._index):
+            try:
+                stream.close()
+            except Exception as error:  # the staging folder is removed with the failed run
+                log.debug("pack %s not closed cleanly: %s", self.name, error)
 
 
 def pack_path(staging: str, name: str) -> str:
@@ -371,40 +394,66 @@ def pack_path(staging: str, name: str) -> str:
     return storage.join(staging, PIXELS, name)
 
 
-class MakeExample(beam.DoFn):
-    """Serialise a kept image (its staged pixels) as a tf.train.Example."""
+def index_path(staging: str, name: str) -> str:
+    """The metadata rows of a pack: one JSON line per image, in pack order."""
+    return storage.join(staging, PIXELS, name + ".index")
 
-    LATE = "late"
 
-    def __init__(self, staging: str, label_ids: dict[str, int]) -> None:
+class MakeExamples(beam.DoFn):
+    """Serialise one pack's kept images as tf.train.Examples, each with its split."""
+
+    KEPT = "kept"  # {hash, label, split} of each written image, for the counts
+    LATE = "late"  # staged data that went missing: run() turns these into one clear error
+
+    def __init__(
+        self, staging: str, label_ids: dict[str, int], split_ratios: tuple[float, float, float]
+    ) -> None:
         self.staging = staging
         self.label_ids = label_ids
+        self.split_ratios = split_ratios
 
-    def process(self, row: dict) -> Iterator:
-        """Emit (split index, serialized example), or a failure row if the pixels are gone."""
+    def process(self, pack: str, dropped: dict[str, frozenset[int]]) -> Iterator:
+        """Emit (split index, serialized example) per kept image of the pack, reading the
+        pack front to back; a failure row if its staged data is gone or cut short."""
+        skip = dropped.get(pack, frozenset())
+        uri = None
         try:
-            name, offset, length = row["pixels"]
-            jpeg = storage.read_range(pack_path(self.staging, name), offset, length)
-            if len(jpeg) != length:
-                raise OSError(f"pack {name} ends before byte {offset + length}")
+            with (
+                storage.open_file(index_path(self.staging, pack), "rb") as index,
+                storage.open_file(pack_path(self.staging, pack), "rb") as pixels,
+            ):
+                for row_number, line in enumerate(index):
+                    if row_number in skip:
+                        continue
+                    row = json.loads(line)
+                    uri = row["uri"]
+                    pixels.seek(row["offset"])
+                    jpeg = pixels.read(row["length"])
+                    if len(jpeg) != row["length"]:
+                        raise OSError(
+                            f"pack {pack} ends before byte {row['offset'] + row['length']}"
+                        )
+                    split = row["split"] or assign_split(row["hash"], self.split_ratios)
+                    example = {
+                        dataset.FEATURE_IMAGE: jpeg,
+                        dataset.FEATURE_LABEL: self.label_ids[row["label"]],
+                        dataset.FEATURE_HASH: row["hash"].encode(),
+                        dataset.FEATURE_URI: uri.encode(),
+                    }
+                    yield dataset.SPLITS.index(split), serialize_example(example)
+                    yield beam.pvalue.TaggedOutput(
+                        self.KEPT, {"hash": row["hash"], "label": row["label"], "split": split}
+                    )
         except Exception as error:  # recorded and reported by run(), never a crash mid-run
-            yield beam.pvalue.TaggedOutput(self.LATE, {"uri": row["uri"], "error": str(error)})
-            return
-        record = {**row, "jpeg": jpeg}
-        yield dataset.SPLITS.index(row["split"]), to_example(record, self.label_ids)
+            late = {"pack": pack, "uri": uri, "error": str(error)}
+            yield beam.pvalue.TaggedOutput(self.LATE, late)
 
 
-def write_shards(
-    records: beam.PCollection, staging: str, config: IngestConfig, labels: list[str]
-) -> None:
-    """Kept records -> their staged pixels -> TFRecord shards per split. Fused into one
-    stage after the shuffle, so no pixels are grouped or held in memory (with the default
-    runner-chosen shard count)."""
-    label_ids = {label: index for index, label in enumerate(labels)}
-    examples = records | "MakeExample" >> beam.ParDo(MakeExample(staging, label_ids)).with_outputs(
-        MakeExample.LATE, main="ok"
-    )
-    by_split = examples.ok | "PartitionBySplit" >> beam.Partition(
+def write_shards(examples: beam.PCollection, staging: str, config: IngestConfig) -> None:
+    """(split index, example) pairs -> TFRecord shards per split, written in the stage that
+    makes them, so no pixels are grouped or held in memory (with the default runner-chosen
+    shard count)."""
+    by_split = examples | "PartitionBySplit" >> beam.Partition(
         lambda keyed, _: keyed[0], len(dataset.SPLITS)
     )
     for name, keyed in zip(dataset.SPLITS, by_split, strict=True):
@@ -418,7 +467,6 @@ def write_shards(
                 num_shards=config.shards_per_split,
             )
         )
-    beam_io.write_jsonl(examples[MakeExample.LATE], storage.join(staging, LATE), "Late")
 
 
 def run(
