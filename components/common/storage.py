@@ -160,15 +160,32 @@ def list_files(prefix_url: str, recursive: bool = True) -> Iterator[str]:
     """Files under a directory URL, sorted, spelled with the same scheme as `prefix_url`."""
     fs, path = filesystem(prefix_url)
     base = path.rstrip("/")
-    with _naming(prefix_url):
-        found = fs.find(path, maxdepth=None if recursive else 1, detail=True)
-    urls = []
-    for name, info in found.items():
+    if isinstance(fs, LocalFileSystem):
+        names = _local_files(base, recursive)
+    else:
+        with _naming(prefix_url):
+            found = fs.find(path, maxdepth=None if recursive else 1, detail=True)
         # Consoles and some tools create zero-length "folder/" objects; they are not files.
-        if name.endswith("/") or info.get("name", "").endswith("/"):
-            continue
-        urls.append(_rebase(prefix_url, base, name))
-    yield from sorted(urls)
+        names = [
+            name
+            for name, info in found.items()
+            if not (name.endswith("/") or info.get("name", "").endswith("/"))
+        ]
+        del found
+    yield from sorted(_rebase(prefix_url, base, name) for name in names)
+
+
+def _local_files(base: str, recursive: bool) -> list[str]:
+    """File paths under a local directory, by name only: fsspec's find keeps a stat dict per
+    file (~1 KB), which for a folder of a million images is a GB in the listing worker."""
+    if os.path.isfile(base):
+        return [base]
+    names = []
+    for folder, subfolders, files in os.walk(base):
+        names += [posixpath.join(folder, name) for name in files]
+        if not recursive:
+            subfolders.clear()
+    return names
 
 
 def list_dirs(url: str) -> list[str]:

@@ -205,7 +205,9 @@ class DedupePlan:
 
     packs: list[str] = field(default_factory=list)  # every pack holding accepted images
     dropped: dict[str, frozenset[int]] = field(default_factory=dict)  # pack -> rows to skip
-    rows: list[dict] = field(default_factory=list)
+    # (uri, label, kept uri, kept label, kind, label conflict) per dropped image; tuples
+    # share the accumulator's strings, so even a gallery of copies stays small here.
+    duplicates: list[tuple[str, str, str, str, str, bool]] = field(default_factory=list)
 
 
 class PlanDeduplicationFn(beam.CombineFn):
@@ -241,33 +243,56 @@ class PlanDeduplicationFn(beam.CombineFn):
             images.uris, images.labels, hashes, images.phashes, self.max_distance
         )
         dropped: dict[str, set[int]] = {}
-        rows = []
+        duplicates = []
         for duplicate in found:
             index, kept = duplicate.index, duplicate.kept
             pack = images.packs[images.pack_ids[index]]
             dropped.setdefault(pack, set()).add(images.rows[index])
-            rows.append(
-                {
-                    "uri": images.uris[index],
-                    "label": images.labels[index],
-                    "kept_uri": images.uris[kept],
-                    "kept_label": images.labels[kept],
-                    "kind": duplicate.kind,
-                    "label_conflict": duplicate.label_conflict,
-                }
+            duplicates.append(
+                (
+                    images.uris[index],
+                    images.labels[index],
+                    images.uris[kept],
+                    images.labels[kept],
+                    duplicate.kind,
+                    duplicate.label_conflict,
+                )
             )
         return DedupePlan(
             packs=sorted(set(images.packs)),
-            dropped={pack: frozenset(rows_) for pack, rows_ in dropped.items()},
-            rows=rows,
+            dropped={pack: frozenset(rows) for pack, rows in dropped.items()},
+            duplicates=duplicates,
         )
 
 
-def duplicate_rows(plan: DedupePlan) -> Iterator[dict]:
-    """The plan's duplicates.jsonl rows, counted per kind."""
-    for row in plan.rows:
-        Metrics.counter(NAMESPACE, f"duplicates_{row['kind']}").inc()
-        yield row
+class WriteDuplicates(beam.DoFn):
+    """Write duplicates.jsonl straight from the plan, one streamed row per dropped image.
+
+    The plan is one element in one worker already; a one-shard Beam text sink would instead
+    group every row in the runner's memory (a gallery of copies has one per image).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, plan: DedupePlan) -> Iterator[tuple[str, int]]:
+        """Write the file (a retry rewrites it whole); emit the count per kind."""
+        counts = {"exact": 0, "near": 0}
+        with storage.open_file(self.path, "wb") as stream:
+            for uri, label, kept_uri, kept_label, kind, conflict in plan.duplicates:
+                row = {
+                    "uri": uri,
+                    "label": label,
+                    "kept_uri": kept_uri,
+                    "kept_label": kept_label,
+                    "kind": kind,
+                    "label_conflict": conflict,
+                }
+                stream.write(json.dumps(row, sort_keys=True).encode() + b"\n")
+                counts[kind] += 1
+        for kind, count in counts.items():
+            Metrics.counter(NAMESPACE, f"duplicates_{kind}").inc(count)
+        yield "duplicates", sum(counts.values())
 
 
 class SummariseFn(beam.CombineFn):
@@ -333,8 +358,9 @@ def build_pipeline(
     beam_io.write_jsonl(examples[MakeExamples.LATE], storage.join(staging, LATE), "Late")
     rejected = decoded[Inspect.REJECTED]
     beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
-    duplicates = plan | "DuplicateRows" >> beam.FlatMap(duplicate_rows)
-    beam_io.write_jsonl(duplicates, storage.join(staging, "duplicates.jsonl"), "Duplicates")
+    duplicates = plan | "WriteDuplicates" >> beam.ParDo(
+        WriteDuplicates(storage.join(staging, "duplicates.jsonl"))
+    )
     summary = examples[MakeExamples.KEPT] | "Summarise" >> beam.CombineGlobally(SummariseFn())
     beam_io.write_json_value(summary, storage.join(staging, "_summary.json"), "Summary")
     # "seen" is counted from the listing, independently of the outcomes, so that
@@ -342,7 +368,7 @@ def build_pipeline(
     outcomes = (
         (files | "Seen" >> beam.Map(lambda _: ("seen", 1)),
          rejected | "RejectReason" >> beam.Map(lambda row: (f"rejected/{row['reason']}", 1)),
-         plan | "Duplicates" >> beam.Map(lambda plan: ("duplicates", len(plan.rows))))
+         duplicates)
         | "AllOutcomes" >> beam.Flatten()
         | "CountOutcomes" >> beam.CombinePerKey(sum)
         | "CollectOutcomes" >> beam.combiners.ToDict()
