@@ -16,6 +16,7 @@ from components.ingest.core import (
     assign_split,
     close_pairs,
     find_duplicates,
+    pack_hashes,
     validate_label,
 )
 from components.ingest.pipeline import MakeExamples, PackWriter, pack_path, run
@@ -125,7 +126,8 @@ def test_close_pairs_finds_exactly_the_pairs_brute_force_finds(max_distance: int
         if (hashes[i] ^ hashes[j]).bit_count() <= max_distance
     }
     assert len(brute) >= 30
-    assert close_pairs(hashes, max_distance) == brute
+    found = close_pairs(pack_hashes(hashes), max_distance)
+    assert {(int(i), int(j)) for i, j in found} == brute and len(found) == len(brute)
 
 
 @pytest.mark.parametrize("label", ["", "  ", "a/b", "..", "x..y", "tab\there", "new\nline"])
@@ -205,8 +207,8 @@ def test_duplicates_are_found_by_content_then_by_perceptual_hash() -> None:
     base = [int(rng.integers(0, 2**63)) << 193 | int(rng.integers(0, 2**63)) for _ in range(4)]
     uris = ["gs://b/a.jpg", "gs://b/a.jpg", "gs://b/c.jpg", "gs://b/b.jpg", "gs://b/d.jpg"]
     labels = ["cat", "dog", "cat", "cat", "cat"]
-    hashes = [b"1" * 32, b"1" * 32, b"2" * 32, b"3" * 32, b"4" * 32]
-    phashes = [base[0], base[0], base[1], base[1] ^ 0b111, base[3]]
+    hashes = np.frombuffer(b"".join(bytes([c]) * 32 for c in b"11234"), np.uint8).reshape(5, 32)
+    phashes = pack_hashes([base[0], base[0], base[1], base[1] ^ 0b111, base[3]])
     found = find_duplicates(uris, labels, hashes, phashes, max_distance=3)
     assert [(d.index, d.kept, d.kind, d.label_conflict) for d in found] == [
         (1, 0, "exact", True),
@@ -214,3 +216,31 @@ def test_duplicates_are_found_by_content_then_by_perceptual_hash() -> None:
     ]
     assert [d.index for d in find_duplicates(uris, labels, hashes, phashes, 2)] == [1]
     assert [d.index for d in find_duplicates(uris, labels, hashes, phashes, -1)] == [1]
+
+
+def test_fingerprints_survive_the_runner_compressed_and_merge() -> None:
+    """The dedupe accumulator pickles to compressed columns, merges in place, and plans the
+    same duplicates as the pure core (two packs; the same bytes listed twice; a near copy)."""
+    import pickle
+
+    from components.ingest.pipeline import PlanDeduplicationFn
+
+    near = (1 << 255) | 12345
+    first = [("p1", 0, "b.jpg", "cat", "aa" * 32, near), ("p1", 1, "a.jpg", "cat", "aa" * 32, near)]
+    second = [("p2", 0, "c.jpg", "dog", "bb" * 32, near ^ 0b11)]
+    combine = PlanDeduplicationFn(max_distance=2)
+    partial = []
+    for fingerprints in (first, second):
+        accumulator = combine.create_accumulator()
+        for fingerprint in fingerprints:
+            combine.add_input(accumulator, fingerprint)
+        moved = pickle.loads(pickle.dumps(accumulator))
+        assert len(pickle.dumps(moved)) == len(pickle.dumps(accumulator))  # still compressed
+        partial.append(moved)
+    plan = combine.extract_output(combine.merge_accumulators(partial))
+    assert plan.packs == ["p1", "p2"]
+    assert plan.dropped == {"p1": frozenset({0}), "p2": frozenset({0})}
+    assert plan.duplicates == [
+        ("b.jpg", "cat", "a.jpg", "cat", "exact", False),
+        ("c.jpg", "dog", "a.jpg", "cat", "near", True),
+    ]

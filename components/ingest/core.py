@@ -105,22 +105,28 @@ def perceptual_hash(image: Image.Image) -> int:
     return int(str(imagehash.phash(grey, hash_size=PHASH_SIZE)), 16)
 
 
-def close_pairs(hashes: Sequence[int], max_distance: int) -> set[tuple[int, int]]:
-    """Index pairs (i, j), i < j, of perceptual hashes that differ in <= max_distance bits.
+def pack_hashes(hashes: Iterable[int]) -> np.ndarray:
+    """Perceptual hashes as rows of 32 big-endian bytes, the form `close_pairs` compares."""
+    width = PHASH_SIZE * PHASH_SIZE // 8
+    data = b"".join(value.to_bytes(width, "big") for value in hashes)
+    return np.frombuffer(data, np.uint8).reshape(-1, width)
+
+
+def close_pairs(packed: np.ndarray, max_distance: int) -> np.ndarray:
+    """Index pairs (i, j), i < j, of packed perceptual hashes (rows of `pack_hashes`) that
+    differ in <= max_distance bits, as an (m, 2) array sorted by row.
 
     The hashes are cut into max_distance + 1 bands: two hashes that close agree exactly on
     at least one band (pigeonhole), so only hashes sharing a band value are compared.
     Vectorised, 32 bytes per image: no per-(image, band) records to shuffle.
     """
-    bits = PHASH_SIZE * PHASH_SIZE
-    if len(hashes) < 2:
-        return set()
-    packed = np.frombuffer(
-        b"".join(value.to_bytes(bits // 8, "big") for value in hashes), np.uint8
-    ).reshape(len(hashes), bits // 8)
+    none = np.empty((0, 2), np.int64)
+    if len(packed) < 2:
+        return none
     unpacked = np.unpackbits(packed, axis=1)
+    bits = unpacked.shape[1]
     bands = max_distance + 1
-    pairs: set[tuple[int, int]] = set()
+    found = [none]
     for band in range(bands):
         low, high = band * bits // bands, (band + 1) * bits // bands
         band_values = np.packbits(unpacked[:, low:high], axis=1)
@@ -131,10 +137,9 @@ def close_pairs(hashes: Sequence[int], max_distance: int) -> set[tuple[int, int]
             for position, first in enumerate(members[:-1]):
                 others = members[position + 1 :]
                 distance = np.bitwise_count(packed[others] ^ packed[first]).sum(axis=1)
-                pairs.update(
-                    (int(first), int(second)) for second in others[distance <= max_distance]
-                )
-    return pairs
+                close = others[distance <= max_distance]
+                found.append(np.column_stack([np.full(len(close), first), close]))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 @dataclass(frozen=True)
@@ -151,46 +156,50 @@ class Duplicate:
 def find_duplicates(
     uris: Sequence[str],
     labels: Sequence[str],
-    content_hashes: Sequence[bytes],
-    phashes: Sequence[int],
+    content_hashes: np.ndarray,
+    phashes: np.ndarray,
     max_distance: int,
 ) -> list[Duplicate]:
-    """Every image to drop, by index: one kept per group of equal content hashes, then one
-    per group of near-identical perceptual hashes among those kept (max_distance < 0: none).
+    """Every image to drop, by index: one kept per group of equal content hashes (rows of
+    raw digest bytes), then one per group of near-identical perceptual hashes (rows of
+    `pack_hashes`) among those kept; max_distance < 0 skips the second step.
 
     Groups are connected components (a ~ b ~ c is one group); the kept image is the group's
     smallest (URI, label), so the choice does not depend on processing order.
     """
-
-    def pick(members: Iterable[int]) -> int:
-        return min(members, key=lambda i: (uris[i], labels[i]))
-
     duplicates: list[Duplicate] = []
-    by_content: dict[bytes, list[int]] = {}
-    for index, content_hash in enumerate(content_hashes):
-        by_content.setdefault(content_hash, []).append(index)
-    survivors = []
-    for members in by_content.values():
-        kept = pick(members)
+
+    def keep_one(members: Iterable[int], kind: str) -> int:
+        members = [int(i) for i in members]
+        kept = min(members, key=lambda i: (uris[i], labels[i]))
         conflict = len({labels[i] for i in members}) > 1
-        duplicates += [Duplicate(i, kept, "exact", conflict) for i in members if i != kept]
-        survivors.append(kept)
-    if max_distance >= 0 and len(survivors) > 1:
-        survivors.sort()
-        pairs = close_pairs([phashes[i] for i in survivors], max_distance)
-        if pairs:
-            rows, cols = zip(*pairs, strict=True)
-            size = len(survivors)
-            graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(size, size))
-            _, component = connected_components(graph, directed=False)
-            groups: dict[int, list[int]] = {}
-            for position in {i for pair in pairs for i in pair}:
-                groups.setdefault(int(component[position]), []).append(survivors[position])
-            for members in groups.values():
-                kept = pick(members)
-                conflict = len({labels[i] for i in members}) > 1
-                duplicates += [Duplicate(i, kept, "near", conflict) for i in members if i != kept]
+        duplicates.extend(Duplicate(i, kept, kind, conflict) for i in members if i != kept)
+        return kept
+
+    survivors = np.ones(len(uris), bool)
+    if len(uris):
+        group_of = np.unique(content_hashes, axis=0, return_inverse=True)[1].ravel()
+        for members in groups_of_several(group_of):
+            survivors[members] = False
+            survivors[keep_one(members, "exact")] = True
+    kept_positions = np.flatnonzero(survivors)
+    if max_distance >= 0 and len(kept_positions) > 1:
+        pairs = close_pairs(phashes[kept_positions], max_distance)
+        if len(pairs):
+            size = len(kept_positions)
+            graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), (size, size))
+            component = connected_components(graph, directed=False)[1]
+            for members in groups_of_several(component):
+                keep_one(kept_positions[members], "near")
     return sorted(duplicates, key=lambda duplicate: duplicate.index)
+
+
+def groups_of_several(group_of: np.ndarray) -> Iterable[np.ndarray]:
+    """The index arrays of the groups (equal values of `group_of`) with two or more members."""
+    order = np.argsort(group_of, kind="stable")
+    for members in np.split(order, np.flatnonzero(np.diff(group_of[order])) + 1):
+        if len(members) > 1:
+            yield members
 
 
 def small_classes(

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import sys
 import uuid
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from components.common import beam_io, dataset, storage
@@ -34,10 +37,12 @@ from components.common.images import content_hash as hash_bytes
 from components.common.tfexample import serialize_example
 from components.ingest.core import (
     PHASH_INPUT_SIZE,
+    Duplicate,
     IngestConfig,
     assign_split,
     combine_digests,
     find_duplicates,
+    pack_hashes,
     perceptual_hash,
     record_digest,
     small_classes,
@@ -66,14 +71,33 @@ class IngestSummary:
 
 
 class ListSource(beam.DoFn):
-    """Expand one partition of the source into (uri, label, split) items."""
+    """Expand one partition of the source into batches of (uri, label, split) items, each
+    batch one JSON string.
+
+    The listing is shuffled to spread the images over the workers, and the local runner
+    holds a shuffle in memory: ~70 bytes per item as JSON batches, ~450 as one element each.
+    """
+
+    BATCH = 256
 
     def __init__(self, source: Source) -> None:
         self.source = source
 
-    def process(self, partition: str) -> Iterator[SourceItem]:
-        """Yield every item of the partition."""
-        yield from self.source.items(partition)
+    def process(self, partition: str) -> Iterator[str]:
+        """Yield the partition's items, BATCH at a time."""
+        batch: list[SourceItem] = []
+        for item in self.source.items(partition):
+            batch.append(item)
+            if len(batch) == self.BATCH:
+                yield json.dumps(batch)
+                batch = []
+        if batch:
+            yield json.dumps(batch)
+
+
+def unbatch(batch: str) -> Iterator[SourceItem]:
+    """The (uri, label, split) items of one ListSource batch."""
+    yield from (tuple(item) for item in json.loads(batch))
 
 
 class Inspect(beam.DoFn):
@@ -152,9 +176,10 @@ class Inspect(beam.DoFn):
 class Fingerprints:
     """What deduplication needs of every accepted image, in compact columns.
 
-    ~150 bytes per image pickled (the URI most of it), so gathering all of them in one
-    worker stays small next to the images themselves. An image is named by its pack and
-    row, never by URI: a manifest may list one URI twice.
+    ~70 bytes per image once compressed (random digests most of it): the runner only moves
+    these accumulators between workers, in several copies at once, so they stay compressed
+    until a worker adds to or reads them. An image is named by its pack and row, never by
+    URI: a manifest may list one URI twice.
     """
 
     def __init__(self) -> None:
@@ -163,15 +188,32 @@ class Fingerprints:
         self.rows = array("l")
         self.uris: list[str] = []
         self.labels: list[str] = []  # interned: pickle stores each label once
-        self.content_hashes = bytearray()  # 32 raw bytes per image
-        self.phashes: list[int] = []
+        self.content_hashes = bytearray()  # 32 raw SHA-256 bytes per image
+        self.phashes = bytearray()  # 32 bytes per image (core.pack_hashes rows)
+        self._compressed: bytes | None = None
+
+    def __getstate__(self) -> bytes:
+        if self._compressed is None:
+            columns = {k: v for k, v in vars(self).items() if k != "_compressed"}
+            return zlib.compress(pickle.dumps(columns, pickle.HIGHEST_PROTOCOL), 1)
+        return self._compressed
+
+    def __setstate__(self, state: bytes) -> None:
+        self._compressed = state
+
+    def _expand(self) -> Fingerprints:
+        if self._compressed is not None:
+            vars(self).update(pickle.loads(zlib.decompress(self._compressed)))
+            self._compressed = None
+        return self
 
     def __len__(self) -> int:
-        return len(self.uris)
+        return len(self._expand().uris)
 
     def add(self, fingerprint: tuple[str, int, str, str, str, int]) -> None:
         """Append one image's (pack, row, uri, label, content hash, perceptual hash)."""
         pack, row, uri, label, content_hash, phash = fingerprint
+        self._expand()
         if not self.packs or self.packs[-1] != pack:
             # A bundle's images arrive together, so this stays about one entry per pack;
             # interleaved packs only repeat names, which is still correct.
@@ -181,10 +223,12 @@ class Fingerprints:
         self.uris.append(uri)
         self.labels.append(sys.intern(label))
         self.content_hashes += bytes.fromhex(content_hash)
-        self.phashes.append(phash)
+        self.phashes += pack_hashes([phash]).tobytes()
 
     def extend(self, other: Fingerprints) -> None:
         """Append all of another accumulator's images."""
+        self._expand()
+        other._expand()
         offset = len(self.packs)
         self.packs += other.packs
         self.pack_ids.extend(pack_id + offset for pack_id in other.pack_ids)
@@ -194,9 +238,12 @@ class Fingerprints:
         self.content_hashes += other.content_hashes
         self.phashes += other.phashes
 
-    def content_hash(self, index: int) -> bytes:
-        """The raw SHA-256 of image `index`."""
-        return bytes(self.content_hashes[32 * index : 32 * (index + 1)])
+    def duplicates(self, max_distance: int) -> list[Duplicate]:
+        """core.find_duplicates over these images."""
+        self._expand()
+        content_hashes = np.frombuffer(self.content_hashes, np.uint8).reshape(-1, 32)
+        phashes = np.frombuffer(self.phashes, np.uint8).reshape(-1, 32)
+        return find_duplicates(self.uris, self.labels, content_hashes, phashes, max_distance)
 
 
 @dataclass(frozen=True)
@@ -230,18 +277,16 @@ class PlanDeduplicationFn(beam.CombineFn):
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[Fingerprints]) -> Fingerprints:
-        """Concatenate partial columns."""
-        merged = Fingerprints()
+        """Concatenate partial columns into the first (Beam allows changing it in place)."""
+        accumulators = iter(accumulators)
+        merged = next(accumulators, None) or Fingerprints()
         for accumulator in accumulators:
             merged.extend(accumulator)
         return merged
 
     def extract_output(self, images: Fingerprints) -> DedupePlan:
         """The plan: rows to skip per pack and one duplicates row per dropped image."""
-        hashes = [images.content_hash(i) for i in range(len(images))]
-        found = find_duplicates(
-            images.uris, images.labels, hashes, images.phashes, self.max_distance
-        )
+        found = images.duplicates(self.max_distance)
         dropped: dict[str, set[int]] = {}
         duplicates = []
         for duplicate in found:
@@ -336,6 +381,7 @@ def build_pipeline(
         | "Partitions" >> beam.Create(source.partitions())
         | "ListFiles" >> beam.ParDo(ListSource(source))
         | "Distribute" >> beam.Reshuffle()
+        | "Unbatch" >> beam.FlatMap(unbatch)
     )
     decoded = files | "Inspect" >> beam.ParDo(Inspect(config, staging)).with_outputs(
         Inspect.REJECTED, main="fingerprints"
