@@ -120,26 +120,35 @@ def close_pairs(packed: np.ndarray, max_distance: int) -> np.ndarray:
     at least one band (pigeonhole), so only hashes sharing a band value are compared.
     Vectorised, 32 bytes per image: no per-(image, band) records to shuffle.
     """
-    none = np.empty((0, 2), np.int64)
+    found = np.empty((0, 2), np.int64)
     if len(packed) < 2:
-        return none
+        return found
     unpacked = np.unpackbits(packed, axis=1)
     bits = unpacked.shape[1]
     bands = max_distance + 1
-    found = [none]
     for band in range(bands):
         low, high = band * bits // bands, (band + 1) * bits // bands
         band_values = np.packbits(unpacked[:, low:high], axis=1)
         bucket = np.unique(band_values, axis=0, return_inverse=True)[1].ravel()
         order = np.argsort(bucket, kind="stable")  # stable: indices ascend within a bucket
-        boundaries = np.flatnonzero(np.diff(bucket[order])) + 1
-        for members in np.split(order, boundaries):
-            for position, first in enumerate(members[:-1]):
-                others = members[position + 1 :]
-                distance = np.bitwise_count(packed[others] ^ packed[first]).sum(axis=1)
-                close = others[distance <= max_distance]
-                found.append(np.column_stack([np.full(len(close), first), close]))
-    return np.unique(np.concatenate(found), axis=0)
+        sorted_bucket = bucket[order]
+        # Compare each image with the one `step` places later in bucket order, for growing
+        # steps: all pairs within buckets, vectorised. Positions still sharing a bucket at
+        # `step` are the only candidates at step + 1.
+        starts = np.arange(len(order) - 1)
+        step = 1
+        while True:
+            starts = starts[starts + step < len(order)]
+            starts = starts[sorted_bucket[starts] == sorted_bucket[starts + step]]
+            if not len(starts):
+                break
+            first, second = order[starts], order[starts + step]
+            distance = np.bitwise_count(packed[first] ^ packed[second]).sum(axis=1)
+            close = distance <= max_distance
+            found = np.concatenate([found, np.column_stack([first[close], second[close]])])
+            step += 1
+        found = np.unique(found, axis=0)
+    return found
 
 
 @dataclass(frozen=True)
