@@ -6,7 +6,11 @@ Both pipelines stage their files under `<out>/.staging-<id>/` and publish them w
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import logging
+import os
 import uuid
 from collections.abc import Callable
 
@@ -15,6 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from components.common import storage
+
+log = logging.getLogger(__name__)
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter number (malloc.h)
 
 
 def names_runner(beam_args: list[str]) -> bool:
@@ -55,10 +62,28 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    release_freed_memory()  # before the runner starts its worker processes
     # Workers read the pipeline options (GCS credentials, project...) from the provision info.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
+
+
+def release_freed_memory() -> None:
+    """Have glibc hand freed heap memory back to the OS past 64 KiB, in this process and the
+    worker processes it starts from now on (they inherit MALLOC_TRIM_THRESHOLD_).
+
+    The local runner moves shuffles and accumulators through multi-MB buffers; with glibc's
+    adaptive threshold their freed pages stayed resident, so peak memory grew with the
+    input even though live data did not (docs/benchmarks.md). Dask sets the same value for
+    its workers. A value the user set wins; elsewhere than glibc this does nothing.
+    """
+    threshold = os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 * 1024))
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_TRIM_THRESHOLD, int(threshold))
+    except (OSError, AttributeError, ValueError) as error:  # not glibc: nothing to tune
+        log.debug("mallopt not available: %s", error)
 
 
 def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int | None = None) -> None:

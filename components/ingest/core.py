@@ -123,12 +123,14 @@ def close_pairs(packed: np.ndarray, max_distance: int) -> np.ndarray:
     found = np.empty((0, 2), np.int64)
     if len(packed) < 2:
         return found
-    unpacked = np.unpackbits(packed, axis=1)
-    bits = unpacked.shape[1]
+    bits = packed.shape[1] * 8
     bands = max_distance + 1
     for band in range(bands):
         low, high = band * bits // bands, (band + 1) * bits // bands
-        band_values = np.packbits(unpacked[:, low:high], axis=1)
+        # Unpack only the bytes this band touches: n x 256 bits would be 256 bytes per image.
+        first_byte = low // 8
+        unpacked = np.unpackbits(packed[:, first_byte : (high + 7) // 8], axis=1)
+        band_values = np.packbits(unpacked[:, low - 8 * first_byte : high - 8 * first_byte], axis=1)
         bucket = np.unique(band_values, axis=0, return_inverse=True)[1].ravel()
         order = np.argsort(bucket, kind="stable")  # stable: indices ascend within a bucket
         sorted_bucket = bucket[order]
@@ -151,7 +153,7 @@ def close_pairs(packed: np.ndarray, max_distance: int) -> np.ndarray:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Duplicate:
     """One image that is not kept: the kept image it copies, how they matched, and whether
     the group carries more than one label (a label conflict)."""

@@ -72,10 +72,11 @@ class IngestSummary:
 
 class ListSource(beam.DoFn):
     """Expand one partition of the source into batches of (uri, label, split) items, each
-    batch one JSON string.
+    batch one compressed JSON document.
 
     The listing is shuffled to spread the images over the workers, and the local runner
-    holds a shuffle in memory: ~70 bytes per item as JSON batches, ~450 as one element each.
+    holds a shuffle in memory, in several copies while it sends it on: ~20 bytes per item
+    this way, ~450 as one element per item.
     """
 
     BATCH = 256
@@ -83,21 +84,21 @@ class ListSource(beam.DoFn):
     def __init__(self, source: Source) -> None:
         self.source = source
 
-    def process(self, partition: str) -> Iterator[str]:
+    def process(self, partition: str) -> Iterator[bytes]:
         """Yield the partition's items, BATCH at a time."""
         batch: list[SourceItem] = []
         for item in self.source.items(partition):
             batch.append(item)
             if len(batch) == self.BATCH:
-                yield json.dumps(batch)
+                yield zlib.compress(json.dumps(batch).encode(), 1)
                 batch = []
         if batch:
-            yield json.dumps(batch)
+            yield zlib.compress(json.dumps(batch).encode(), 1)
 
 
-def unbatch(batch: str) -> Iterator[SourceItem]:
+def unbatch(batch: bytes) -> Iterator[SourceItem]:
     """The (uri, label, split) items of one ListSource batch."""
-    yield from (tuple(item) for item in json.loads(batch))
+    yield from (tuple(item) for item in json.loads(zlib.decompress(batch)))
 
 
 class Inspect(beam.DoFn):
