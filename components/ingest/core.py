@@ -21,6 +21,7 @@ from components.common.dataset import SPLITS
 HASH_SPACE = 16**16
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
+PHASH_BYTES = PHASH_SIZE * PHASH_SIZE // 8
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,8 @@ def perceptual_hash(image: Image.Image) -> int:
 
 def pack_hashes(hashes: Iterable[int]) -> np.ndarray:
     """Perceptual hashes as rows of 32 big-endian bytes, the form `close_pairs` compares."""
-    width = PHASH_SIZE * PHASH_SIZE // 8
-    data = b"".join(value.to_bytes(width, "big") for value in hashes)
-    return np.frombuffer(data, np.uint8).reshape(-1, width)
+    data = b"".join(value.to_bytes(PHASH_BYTES, "big") for value in hashes)
+    return np.frombuffer(data, np.uint8).reshape(-1, PHASH_BYTES)
 
 
 def close_pairs(packed: np.ndarray, max_distance: int) -> np.ndarray:

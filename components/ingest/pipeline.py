@@ -36,13 +36,13 @@ from components.common.images import (
 from components.common.images import content_hash as hash_bytes
 from components.common.tfexample import serialize_example
 from components.ingest.core import (
+    PHASH_BYTES,
     PHASH_INPUT_SIZE,
     Duplicate,
     IngestConfig,
     assign_split,
     combine_digests,
     find_duplicates,
-    pack_hashes,
     perceptual_hash,
     record_digest,
     small_classes,
@@ -224,7 +224,7 @@ class Fingerprints:
         self.uris.append(uri)
         self.labels.append(sys.intern(label))
         self.content_hashes += bytes.fromhex(content_hash)
-        self.phashes += pack_hashes([phash]).tobytes()
+        self.phashes += phash.to_bytes(PHASH_BYTES, "big")  # a core.pack_hashes row
 
     def extend(self, other: Fingerprints) -> None:
         """Append all of another accumulator's images."""
@@ -243,7 +243,7 @@ class Fingerprints:
         """core.find_duplicates over these images."""
         self._expand()
         content_hashes = np.frombuffer(self.content_hashes, np.uint8).reshape(-1, 32)
-        phashes = np.frombuffer(self.phashes, np.uint8).reshape(-1, 32)
+        phashes = np.frombuffer(self.phashes, np.uint8).reshape(-1, PHASH_BYTES)
         return find_duplicates(self.uris, self.labels, content_hashes, phashes, max_distance)
 
 
