@@ -4,7 +4,7 @@ list -> read, decode once, resize (pixels and a metadata row to the bundle's pac
 rejects to rejected.jsonl) -> one combine of compact fingerprints plans exact and near
 dedupe -> each pack's kept images are split and written to shards.
 No per-image record crosses a shuffle: the local runner holds every shuffled element in
-memory, so only ~150 bytes of fingerprint per image is gathered, in one place.
+memory, so only a fingerprint (~50 bytes compressed) per image is gathered, in one place.
 Everything is staged under the output and moved into place before manifest.json is written
 last, so a killed run never leaves a dataset that looks complete.
 """
@@ -177,7 +177,7 @@ class Inspect(beam.DoFn):
 class Fingerprints:
     """What deduplication needs of every accepted image, in compact columns.
 
-    ~70 bytes per image once compressed (random digests most of it): the runner only moves
+    ~50 bytes per image once compressed (random digests most of it): the runner only moves
     these accumulators between workers, in several copies at once, so they stay compressed
     until a worker adds to or reads them. An image is named by its pack and row, never by
     URI: a manifest may list one URI twice.
