@@ -106,9 +106,14 @@ def perceptual_hash(image: Image.Image) -> int:
     return int(str(imagehash.phash(grey, hash_size=PHASH_SIZE)), 16)
 
 
+def phash_bytes(value: int) -> bytes:
+    """One perceptual hash as PHASH_BYTES big-endian bytes: a row of `pack_hashes`."""
+    return value.to_bytes(PHASH_BYTES, "big")
+
+
 def pack_hashes(hashes: Iterable[int]) -> np.ndarray:
     """Perceptual hashes as rows of 32 big-endian bytes, the form `close_pairs` compares."""
-    data = b"".join(value.to_bytes(PHASH_BYTES, "big") for value in hashes)
+    data = b"".join(phash_bytes(value) for value in hashes)
     return np.frombuffer(data, np.uint8).reshape(-1, PHASH_BYTES)
 
 

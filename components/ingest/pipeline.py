@@ -11,6 +11,7 @@ last, so a killed run never leaves a dataset that looks complete.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import pickle
@@ -44,6 +45,7 @@ from components.ingest.core import (
     combine_digests,
     find_duplicates,
     perceptual_hash,
+    phash_bytes,
     record_digest,
     small_classes,
 )
@@ -86,13 +88,8 @@ class ListSource(beam.DoFn):
 
     def process(self, partition: str) -> Iterator[bytes]:
         """Yield the partition's items, BATCH at a time."""
-        batch: list[SourceItem] = []
-        for item in self.source.items(partition):
-            batch.append(item)
-            if len(batch) == self.BATCH:
-                yield zlib.compress(json.dumps(batch).encode(), 1)
-                batch = []
-        if batch:
+        items = iter(self.source.items(partition))
+        while batch := list(itertools.islice(items, self.BATCH)):
             yield zlib.compress(json.dumps(batch).encode(), 1)
 
 
@@ -208,9 +205,6 @@ class Fingerprints:
             self._compressed = None
         return self
 
-    def __len__(self) -> int:
-        return len(self._expand().uris)
-
     def add(self, fingerprint: tuple[str, int, str, str, str, int]) -> None:
         """Append one image's (pack, row, uri, label, content hash, perceptual hash)."""
         pack, row, uri, label, content_hash, phash = fingerprint
@@ -224,7 +218,7 @@ class Fingerprints:
         self.uris.append(uri)
         self.labels.append(sys.intern(label))
         self.content_hashes += bytes.fromhex(content_hash)
-        self.phashes += phash.to_bytes(PHASH_BYTES, "big")  # a core.pack_hashes row
+        self.phashes += phash_bytes(phash)
 
     def extend(self, other: Fingerprints) -> None:
         """Append all of another accumulator's images."""
