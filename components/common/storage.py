@@ -107,13 +107,6 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
 
 
-def read_range(url: str, start: int, length: int) -> bytes:
-    """`length` bytes of one file from offset `start` (one ranged request on GCS)."""
-    fs, path = filesystem(url)
-    with _naming(url):
-        return fs.cat_file(path, start=start, end=start + length)
-
-
 def write_bytes(url: str, data: bytes) -> None:
     """Write one file whole: local writes go through a temp file and os.replace."""
     fs, path = filesystem(url)
