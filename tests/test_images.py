@@ -94,3 +94,18 @@ def test_fit_pads_or_crops_to_square() -> None:
     image = Image.fromarray(pattern_image(2, seed=6, size=64)[:, :40])
     assert np.asarray(fit_image(image, 32, "pad")).shape == (32, 32, 3)
     assert np.asarray(fit_image(image, 32, "crop")).shape == (32, 32, 3)
+
+
+def test_fit_averages_when_shrinking_and_interpolates_when_enlarging() -> None:
+    """Shrinking is antialiased (1-px stripes become flat grey) and enlarging is smooth
+    (a black/white edge gains intermediate greys, not BOX's nearest-neighbour blocks)."""
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255
+    for mode in ("pad", "crop"):
+        shrunk = np.asarray(fit_image(Image.fromarray(stripes), 32, mode)).astype(int)
+        assert np.all(np.abs(shrunk - 127) <= 2), mode
+    edge = np.zeros((4, 4, 3), np.uint8)
+    edge[:, 2:] = 255
+    for mode in ("pad", "crop"):
+        grown = np.asarray(fit_image(Image.fromarray(edge), 32, mode))
+        assert np.any((grown > 40) & (grown < 215)), mode

@@ -103,7 +103,8 @@ def perceptual_hash(image: Image.Image) -> int:
     # filter halves the cost of the whole hash and keeps re-encoded, resized copies as close
     # (a plain box filter did not: 16 bits apart instead of 2 for a 400 px vs 300 px copy).
     grey = image.convert("L").resize((PHASH_INPUT_SIZE,) * 2, Image.Resampling.BILINEAR)
-    return int(str(imagehash.phash(grey, hash_size=PHASH_SIZE)), 16)
+    bits = imagehash.phash(grey, hash_size=PHASH_SIZE).hash  # row-major, as str(ImageHash)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def phash_bytes(value: int) -> bytes:
