@@ -102,12 +102,17 @@ def write_jsonl(rows: beam.PCollection, path: str, name: str, shards: int | None
 
 
 def write_json_value(value: beam.PCollection, path: str, name: str) -> None:
-    """Write a single-element PCollection as one JSON file at `path`."""
-    _ = (
-        value
-        | f"{name}ToJson" >> beam.Map(json.dumps)
-        | f"Write{name}" >> beam.io.WriteToText(path, num_shards=1, shard_name_template="")
-    )
+    """Write a single-element PCollection as one JSON file at `path`.
+
+    Written by the step that holds the value: a Beam file sink would add four stages (and
+    their fixed cost) for one small file. A retried bundle rewrites the same content.
+    """
+    _ = value | f"Write{name}" >> beam.Map(_write_json, path)
+
+
+def _write_json(value: object, path: str) -> None:
+    """Write one JSON document whole (locally: temp file and rename)."""
+    storage.write_text(path, json.dumps(value))
 
 
 def new_staging_dir(out: str) -> str:
