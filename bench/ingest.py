@@ -83,8 +83,7 @@ def inspect_rate(files: list[Path], size: int, scratch: Path) -> float:
         return len(files) / (time.perf_counter() - started)
 
 
-def ingest_rate(source: Path, out: Path, size: int) -> tuple[float, int]:
-    """(images/s, peak RSS bytes) of the ingest pipeline with default runner settings."""
+def _ingest_in_child(source: Path, out: Path, size: int, results: multiprocessing.Queue) -> None:
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run
 
@@ -93,7 +92,22 @@ def ingest_rate(source: Path, out: Path, size: int) -> tuple[float, int]:
         summary = run(str(source), str(out), IngestConfig(image_size=size))
     elapsed = time.perf_counter() - started
     assert summary.seen == summary.accepted + summary.rejected + summary.duplicates
-    return summary.seen / elapsed, memory.peak
+    results.put((summary.seen / elapsed, memory.peak))
+
+
+def ingest_rate(source: Path, out: Path, size: int) -> tuple[float, int]:
+    """(images/s, peak RSS bytes) of the ingest pipeline with default runner settings, run
+    in a fresh process: the local runner tunes glibc's malloc for itself and its workers,
+    and the decode pools forked from this process must not inherit that."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_ingest_in_child, args=(source, out, size, results))
+    child.start()
+    child.join()
+    if child.exitcode:
+        raise RuntimeError(f"the ingest run failed (exit code {child.exitcode}), see above")
+    rate, peak = results.get()
+    return rate, peak
 
 
 def main() -> None:
