@@ -33,5 +33,5 @@ def _malloc_settings(**environment: str) -> str:
 def test_workers_inherit_trim_and_mmap_thresholds_and_user_values_win() -> None:
     """Both glibc thresholds are set together (the trim one alone pins mmap at 128 KiB,
     which made decoding ~25% slower), and a value the user exported is kept."""
-    assert _malloc_settings() == ["65536", str(8 * 1024 * 1024)]
+    assert _malloc_settings() == ["65536", str(4 * 1024 * 1024)]
     assert _malloc_settings(MALLOC_MMAP_THRESHOLD_="1048576") == ["65536", "1048576"]

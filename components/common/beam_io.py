@@ -72,7 +72,7 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
 
 def release_freed_memory() -> None:
     """Have glibc hand freed heap memory back to the OS past 64 KiB and serve blocks over
-    8 MiB by mmap, in this process and the worker processes it starts from now on (they
+    4 MiB by mmap, in this process and the worker processes it starts from now on (they
     inherit MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_).
 
     The local runner moves shuffles and accumulators through multi-MB buffers; with glibc's
@@ -81,12 +81,12 @@ def release_freed_memory() -> None:
     threshold for its workers. Setting it switches off the adaptive mmap threshold too,
     which would then stay at 128 KiB: every image buffer above that (file bytes, decoded
     pixels) became a fresh mmap, zero-filled page by page, and a full decode ran ~25% slower.
-    A fixed 8 MiB keeps those on the heap. Values the user set win; elsewhere than glibc
+    A fixed 4 MiB keeps those on the heap. Values the user set win; elsewhere than glibc
     this does nothing.
     """
     settings = (
         (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 64 * 1024),
-        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 8 * 1024 * 1024),
+        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 4 * 1024 * 1024),
     )
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
