@@ -60,6 +60,7 @@ _inspect = None
 
 
 def _start_inspect(staging: str, size: int) -> None:
+    """Pool initialiser: one Inspect DoFn per process, staging into its own pack."""
     global _inspect
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import Inspect
@@ -69,6 +70,7 @@ def _start_inspect(staging: str, size: int) -> None:
 
 
 def _inspect_one(path: Path) -> int:
+    """Run Inspect on one file; the number of outputs (1: fingerprint or rejection)."""
     return len(list(_inspect.process((str(path), "label", None))))
 
 
@@ -84,6 +86,7 @@ def inspect_rate(files: list[Path], size: int, scratch: Path) -> float:
 
 
 def _ingest_in_child(source: Path, out: Path, size: int, results: multiprocessing.Queue) -> None:
+    """One timed ingest run with default settings; puts (images/s, peak RSS) on `results`."""
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run
 

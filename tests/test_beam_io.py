@@ -17,7 +17,7 @@ print(os.environ["MALLOC_TRIM_THRESHOLD_"], os.environ["MALLOC_MMAP_THRESHOLD_"]
 """
 
 
-def _malloc_settings(**environment: str) -> str:
+def _malloc_settings(**environment: str) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     result = subprocess.run(
         [sys.executable, "-c", SHOW_MALLOC_SETTINGS],
