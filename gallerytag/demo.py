@@ -89,8 +89,10 @@ def materialise_gallery(out: Path, per_class: int, inbox_size: int, seed: int = 
               help="Unlabelled images to tag.")  # fmt: skip
 @click.option("--image-size", default=96, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Horovod processes.")
-@click.option("--head-epochs", default=5, show_default=True)
-@click.option("--finetune-epochs", default=5, show_default=True)
+@click.option("--head-epochs", default=0, show_default=True,
+              help="Head-only epochs (the head starts from the linear probe).")  # fmt: skip
+@click.option("--finetune-epochs", default=0, show_default=True,
+              help="0 = sized from the dataset.")  # fmt: skip
 def demo(
     out: str,
     per_class: int,
@@ -108,6 +110,7 @@ def demo(
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run as ingest
     from components.tag.pipeline import run as tag
+    from components.tag.policy_source import choose_policy, describe
     from components.train.config import TrainConfig
     from components.train.launcher import train
 
@@ -146,10 +149,17 @@ def demo(
         click.echo(f"[6/6] tag the unlabelled inbox with {served} (Beam RunInference)")
         with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
             tagger = fetch_tagger(served, tmp)
-            tagged = tag(str(root / "inbox"), str(root / "tags"), tagger)
+            policy = choose_policy(tagger, None, "model", tmp)  # the champion's own evaluation
+            click.echo(f"      {describe(policy)}")
+            tagged = tag(str(root / "inbox"), str(root / "tags"), tagger, policy)
 
     click.echo("")
     click.echo(f"test top-1 accuracy: {evaluation.top1:.3f} ({evaluation.images} test images)")
+    if evaluation.probe_top1 is not None:
+        click.echo(
+            f"  linear probe on the frozen backbone: {evaluation.probe_top1:.3f} "
+            f"(fine-tuning adds {evaluation.top1 - evaluation.probe_top1:+.3f})"
+        )
     click.echo(f"evaluation report: {evaluation.report}")
     click.echo(f"MLflow run id: {result.run_id} (experiment gallerytag-demo)")
     click.echo(f"  browse it:  {store.ui_command()}")

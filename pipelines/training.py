@@ -20,8 +20,8 @@ def training_pipeline(
     near_duplicate_distance: int = 10,
     backbone: str = "efficientnet_lite0",
     workers: int = 2,
-    head_epochs: int = 3,
-    finetune_epochs: int = 2,
+    head_epochs: int = 0,
+    finetune_epochs: int = 0,  # 0 = sized from the dataset
     batch_size: int = 32,
     launcher: str = "mpijob",
     mpijob_image: str = components.IMAGE,

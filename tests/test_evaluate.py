@@ -134,7 +134,7 @@ def test_report_metrics_and_mlflow(
     name = f"eval-{uuid.uuid4().hex[:6]}"
     uri = register(good_model, name, list(LABELS))
     out = tmp_path / "evaluation"
-    config = EvaluateConfig(gradcam_per_class=1, target_accuracy=0.5)
+    config = EvaluateConfig(gradcam_per_class=1, target_precision=0.5)
     result = evaluate(uri, noisy_dataset, str(out), config)
     assert result.top1 > 0.8, result
     summary = json.loads((out / "evaluation.json").read_text())
@@ -164,11 +164,17 @@ def test_report_metrics_and_mlflow(
     assert run.data.metrics["test_top1"] == pytest.approx(result.top1)
     assert "test_recall.square" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
-    assert {"evaluation/report.html", "evaluation/evaluation.json"} <= artifacts
+    assert {
+        "evaluation/report.html", "evaluation/evaluation.json", "evaluation/policy.json"
+    } <= artifacts  # fmt: skip
+    assert "probe-floor" in parser.ids and "policy" in parser.ids
+    assert summary["probe"]["unavailable"]  # a toy backbone: no pretrained probe to fit
 
-    # The tag step can take its review threshold from this evaluation (target 0.5 is met by
-    # keeping everything, so the recommended top-1 bar is 0 and nothing goes to review).
-    assert summary["recommended"]["min_confidence"] == 0.0
+    # The tag step takes its policy from this evaluation by default (target 0.5 is met by
+    # keeping everything, so every bar is 0 and nothing goes to review).
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["run_id"] == run_id and policy["global_min_score"] == 0.0
+    assert summary["policy"]["expected"]["coverage"] == 1.0
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for index in range(4):
@@ -180,11 +186,14 @@ def test_report_metrics_and_mlflow(
     tagged = CliRunner().invoke(
         cli,
         ["tag", str(inbox), "--model", uri, "--out", str(tmp_path / "tags"),
-         "--thresholds-from", "model", *IN_MEMORY],
+         *IN_MEMORY],
     )  # fmt: skip
     assert tagged.exit_code == 0, tagged.output
-    assert "auto when top-1 >= 0.0 (from the evaluation)" in tagged.output
+    assert "policy from the model's evaluation (target precision 0.5)" in tagged.output
     assert "auto 4 + review 0" in tagged.output
+    success = json.loads((tmp_path / "tags" / "_SUCCESS.json").read_text())
+    assert success["policy"]["origin"]["source"] == "evaluation"
+    assert success["policy"]["origin"]["expected"]["coverage"] == 1.0
 
 
 def test_gate_moves_the_alias_in_a_real_registry(

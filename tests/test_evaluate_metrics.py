@@ -137,6 +137,23 @@ def test_gate_promotes_only_a_real_improvement() -> None:
     assert not decide_first(champion, GateConfig(absolute_floor=0.9)).promote
 
 
+def test_first_model_must_beat_its_own_linear_probe() -> None:
+    """Above the floor but no better than frozen features: refused, and the reason says so;
+    one image better than the probe passes; beat_probe=False turns the rule off."""
+    correct = np.array([True] * 70 + [False] * 30)
+    config = GateConfig(absolute_floor=0.5)
+    refused = decide_first(correct, config, probe_top1=0.70)
+    assert not refused.promote and refused.probe_top1 == 0.70
+    assert "does not beat its own linear probe 0.7000" in refused.reasons[0]
+    assert not decide_first(correct, config, probe_top1=0.75).promote
+    passed = decide_first(correct, config, probe_top1=0.69)
+    assert passed.promote and "beats its linear probe" in passed.reasons[0]
+    assert decide_first(correct, GateConfig(beat_probe=False), probe_top1=0.9).promote
+    assert decide_first(correct, config, probe_top1=None).promote  # probe not measurable
+    perfect = np.ones(50, dtype=bool)
+    assert decide_first(perfect, config, probe_top1=1.0).promote  # nothing left to beat
+
+
 def test_suspects_need_model_and_neighbours_to_disagree() -> None:
     """A confidently contradicted image among look-alikes of another label is a suspect; a
     contradicted image among its own label's look-alikes is not."""

@@ -17,6 +17,9 @@ from components.ingest.core import (
     close_pairs,
     find_duplicates,
     pack_hashes,
+    split_bounds,
+    split_counts,
+    split_key,
     validate_label,
 )
 from components.ingest.pipeline import MakeExamples, PackWriter, pack_path, run
@@ -93,15 +96,62 @@ def test_rerun_gives_the_same_dataset_hash(gallery, tmp_path: Path) -> None:
     assert other.dataset_hash != first.dataset_hash
 
 
-def test_split_is_stable_when_images_are_added() -> None:
-    """A content hash always maps to the same split, whatever else is in the dataset."""
+def _keys(count: int, start: int = 0) -> list[int]:
     import hashlib
 
-    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
-    splits = [assign_split(h, (0.7, 0.1, 0.2)) for h in hashes]
-    assert [assign_split(h, (0.7, 0.1, 0.2)) for h in hashes[:500]] == splits[:500]
-    shares = {s: splits.count(s) / len(splits) for s in dataset.SPLITS}
-    assert abs(shares["train"] - 0.7) < 0.04 and abs(shares["test"] - 0.2) < 0.04
+    return [split_key(hashlib.sha256(str(i).encode()).hexdigest()) for i in range(start, count)]
+
+
+def _splits(keys: list[int], ratios=(0.7, 0.1, 0.2)) -> list[str]:
+    bounds = split_bounds({"a": keys}, ratios)["a"]
+    return [assign_split(key, bounds) for key in keys]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 13, 14, 100, 1001])
+def test_split_is_stratified_with_exact_counts(n: int) -> None:
+    """Every label gets its share of each split, whatever its size (no 7-vs-14 luck)."""
+    splits = _splits(_keys(n))
+    counts = tuple(splits.count(s) for s in dataset.SPLITS)
+    assert counts == split_counts(n, (0.7, 0.1, 0.2))
+    assert sum(counts) == n
+    if n >= 3:
+        assert min(counts) >= 1
+    for split, ratio in zip(dataset.SPLITS, (0.7, 0.1, 0.2), strict=True):
+        assert abs(splits.count(split) - n * ratio) <= (1.0 if n >= 10 else 2.0)
+
+
+def test_split_counts_examples() -> None:
+    """Largest remainder, then one image for each split asked for."""
+    assert split_counts(5, (0.7, 0.1, 0.2)) == (3, 1, 1)
+    assert split_counts(10, (0.7, 0.1, 0.2)) == (7, 1, 2)
+    assert split_counts(2, (0.7, 0.1, 0.2)) == (2, 0, 0)
+    assert split_counts(10, (1.0, 0.0, 0.0)) == (10, 0, 0)
+    assert split_counts(9, (0.8, 0.2, 0.0)) == (7, 2, 0)
+
+
+def test_split_is_deterministic_and_stable_when_images_are_added() -> None:
+    """Same images, same split; adding k images moves at most 2k of the old ones."""
+    keys = _keys(300)
+    before = dict(zip(keys, _splits(keys), strict=True))
+    assert dict(zip(keys, _splits(list(reversed(keys))[::-1]), strict=True)) == before
+    for added in (1, 5, 40):
+        grown = keys + _keys(300 + added, start=300)
+        after = dict(zip(grown, _splits(grown), strict=True))
+        moved = sum(after[key] != split for key, split in before.items())
+        assert moved <= 2 * added, (added, moved)
+
+
+def test_split_seed_draws_another_split() -> None:
+    """A different seed gives a different, equally stratified split (for seeded benchmarks)."""
+    import hashlib
+
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(50)]
+    by_seed = {}
+    for seed in (0, 1):
+        keys = [split_key(h, seed) for h in hashes]
+        by_seed[seed] = _splits(keys)
+        assert [by_seed[seed].count(s) for s in dataset.SPLITS] == [35, 5, 10]
+    assert by_seed[0] != by_seed[1]
 
 
 @pytest.mark.parametrize("max_distance", [0, 3, 10, 40])
@@ -177,8 +227,9 @@ def test_staged_pixels_round_trip_and_a_lost_pack_is_recorded(tmp_path: Path) ->
     ]  # fmt: skip
     pack.close()
     assert rows == [0, 1, 2]
-    make_examples = MakeExamples(staging, {"winter": 0, "summer": 1}, (0.7, 0.1, 0.2))
-    outputs = list(make_examples.process(pack.name, {pack.name: frozenset({0})}))
+    make_examples = MakeExamples(staging, {"winter": 0, "summer": 1}, split_seed=0)
+    bounds = {"winter": (0, 0), "summer": (0, 0)}  # everything without a manifest split: test
+    outputs = list(make_examples.process(pack.name, {pack.name: frozenset({0})}, bounds))
     examples = [output for output in outputs if not hasattr(output, "tag")]
     kept = [output.value for output in outputs if getattr(output, "tag", None) == "kept"]
     assert [split for split, _ in examples] == [
@@ -191,11 +242,11 @@ def test_staged_pixels_round_trip_and_a_lost_pack_is_recorded(tmp_path: Path) ->
     assert [f[dataset.FEATURE_LABEL].int64_list.value for f in parsed] == [[1], [0]]
     assert [row["split"] for row in kept] == ["test", "validation"]
 
-    [late] = list(make_examples.process("gone.pack", {}))
+    [late] = list(make_examples.process("gone.pack", {}, bounds))
     assert late.tag == MakeExamples.LATE and late.value["pack"] == "gone.pack"
     packed = Path(pack_path(staging, pack.name))
     packed.write_bytes(packed.read_bytes()[:-3])  # the third image loses its last bytes
-    *_, late = make_examples.process(pack.name, {})
+    *_, late = make_examples.process(pack.name, {}, bounds)
     assert late.tag == MakeExamples.LATE and late.value["uri"] == "gs://b/2.jpg"
     assert "ends before byte" in late.value["error"]
 
@@ -228,7 +279,7 @@ def test_fingerprints_survive_the_runner_compressed_and_merge() -> None:
     near = (1 << 255) | 12345
     first = [("p1", 0, "b.jpg", "cat", "aa" * 32, near), ("p1", 1, "a.jpg", "cat", "aa" * 32, near)]
     second = [("p2", 0, "c.jpg", "dog", "bb" * 32, near ^ 0b11)]
-    combine = PlanDeduplicationFn(max_distance=2)
+    combine = PlanDeduplicationFn(max_distance=2, split_ratios=(0.7, 0.1, 0.2), split_seed=0)
     partial = []
     for fingerprints in (first, second):
         accumulator = combine.create_accumulator()

@@ -70,15 +70,57 @@ def test_policy_auto_and_review() -> None:
         VALIDATOR.validate(row)
 
 
-def test_policy_from_an_evaluation() -> None:
-    """The evaluation's recommended confidence becomes min_score; none found is an error."""
-    from components.tag.policy import policy_from_evaluation
+def test_policy_from_an_evaluation_per_label_bars() -> None:
+    """derive_policy picks the lowest bar reaching the target per well-supported label (else
+    the global one, else never); the tag step applies exactly those bars."""
+    from components.evaluate.tag_policy import derive_policy
+    from components.tag.policy import policy_from_file
 
-    found = {"recommended": {"target_accuracy": 0.95, "min_confidence": 0.85}}
-    policy = policy_from_evaluation(found)
-    assert (policy.min_score, policy.min_margin) == (0.85, 0.0)
-    with pytest.raises(ValueError, match=r"no confidence threshold reaching 0\.95"):
-        policy_from_evaluation({"recommended": {"target_accuracy": 0.95, "min_confidence": None}})
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = rng.integers(0, 3, n)
+    confidence = rng.uniform(0.34, 1.0, n)
+    # Right when confident: a prediction is right with probability = its confidence, and
+    # label 'c' is always wrong (so no bar reaches the target for it).
+    predicted = np.where(rng.uniform(0, 1, n) < confidence, truth, (truth + 1) % 3)
+    truth[predicted == 2] = 0
+    probabilities = np.full((n, 3), 0.0)
+    probabilities[np.arange(n), predicted] = confidence
+    for row in range(n):
+        others = [i for i in range(3) if i != predicted[row]]
+        probabilities[row, others] = (1 - confidence[row]) / 2
+    policy = derive_policy(probabilities, truth, ["a", "b", "c"], 0.9, min_label_support=30)
+    bars = {label: row["min_score"] for label, row in policy["labels"].items()}
+    assert policy["labels"]["a"]["from"] == "label" and 0.5 <= bars["a"] <= 0.99
+    assert bars["c"] > 1.0  # never auto
+    auto = probabilities.max(1) >= np.array([bars["abc"[p]] for p in predicted])
+    assert policy["expected"]["coverage"] == pytest.approx(auto.mean())
+    assert policy["expected"]["precision"]["value"] == pytest.approx(
+        (predicted[auto] == truth[auto]).mean()
+    )
+    assert policy["expected"]["precision"]["value"] >= 0.9
+    tag_policy = policy_from_file(policy)
+    assert tag_policy.label_min_scores == bars and tag_policy.min_margin == 0.0
+    above = np.array([0.0, 0.0, 0.0])
+    above[0] = bars["a"]
+    above[1:] = (1 - bars["a"]) / 2
+    assert tag_row("u", "0" * 64, above, ["a", "b", "c"], tag_policy, "m", "1")["status"] == "auto"
+    never = np.array([0.005, 0.005, 0.99])
+    row = tag_row("u", "0" * 64, never, ["a", "b", "c"], tag_policy, "m", "1")
+    assert row["status"] == "review" and "'c'" in row["reason"]
+    with pytest.raises(ValueError, match="schema_version"):
+        policy_from_file({"schema_version": 99})
+
+
+def test_unevaluated_model_sends_everything_to_review() -> None:
+    """No evaluation, no trust: even a 0.99 prediction goes to review, saying how to fix it."""
+    from components.tag.policy import unevaluated_policy
+
+    policy = unevaluated_policy()
+    row = tag_row("u", "0" * 64, np.array([0.99, 0.01]), LABELS, policy, "m", "1")
+    assert row["status"] == "review" and "gallerytag evaluate" in row["reason"]
+    assert policy.as_record()["review_all"]
+    VALIDATOR.validate(row)
 
 
 def test_policy_rejects_nonsense_thresholds() -> None:

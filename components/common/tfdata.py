@@ -23,10 +23,24 @@ def _decode(image_size: int):
     return decode
 
 
-def _augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_brightness(image, max_delta=0.1 * 255.0)
-    return tf.clip_by_value(image, 0.0, 255.0), label
+def augmentation(image_size: int):
+    """Training augmentation: random resized crop (35-100% of the area, aspect 3:4-4:3),
+    horizontal flip, brightness / contrast / saturation jitter. Pixels stay 0..255."""
+    whole = tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4])
+
+    def apply(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(image), whole, min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.35, 1.0), use_image_if_no_bounding_boxes=True,
+        )  # fmt: skip
+        image = tf.image.resize(tf.slice(image, begin, size), (image_size, image_size))
+        image = tf.image.random_flip_left_right(image)
+        image = tf.image.random_brightness(image, max_delta=0.2 * 255.0)
+        image = tf.image.random_contrast(image, 0.8, 1.2)
+        image = tf.image.random_saturation(image, 0.8, 1.2)
+        return tf.clip_by_value(image, 0.0, 255.0), label
+
+    return apply
 
 
 def make_dataset(
@@ -58,5 +72,5 @@ def make_dataset(
         if training:
             images = images.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
     if training and augment:
-        images = images.map(_augment, num_parallel_calls=AUTOTUNE)
+        images = images.map(augmentation(image_size), num_parallel_calls=AUTOTUNE)
     return images.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)

@@ -167,6 +167,8 @@ class TaggerSpec:
     uri: str
     run_id: str | None
     version: str | None
+    backbone: str | None = None  # registry name of the pretrained network it was tuned from
+    weights: str = "imagenet"  # the backbone's starting weights ("imagenet", "none", a file)
 
     def load(self):
         """Load the Keras model (call once per process: it is the expensive part)."""
@@ -176,7 +178,12 @@ class TaggerSpec:
 
 
 def model_metadata(
-    labels: list[str], image_size: int, resize_mode: str, multi_label: bool, backbone: str
+    labels: list[str],
+    image_size: int,
+    resize_mode: str,
+    multi_label: bool,
+    backbone: str,
+    weights: str = "imagenet",
 ) -> dict:
     """The metadata block stored in the MLmodel file next to a tagger model."""
     return {
@@ -186,6 +193,7 @@ def model_metadata(
             "resize_mode": resize_mode,
             "multi_label": multi_label,
             "backbone": backbone,
+            "weights": weights,
             "input": "RGB uint8 pixels as float32, shape (N, size, size, 3); no normalisation",
         }
     }
@@ -231,4 +239,6 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         uri=uri,
         run_id=mlmodel.run_id,
         version=str(version) if version else None,
+        backbone=meta.get("backbone"),
+        weights=str(meta.get("weights", "imagenet")),
     )

@@ -33,10 +33,11 @@ SUSPECTS = SuspectConfig()
 @click.option("--split", default=EVAL.split, show_default=True)
 @click.option("--k", default=EVAL.k, show_default=True, help="Top-k accuracy to report.")
 @click.option(
-    "--target-accuracy",
-    default=EVAL.target_accuracy,
+    "--target-precision",
+    default=EVAL.target_precision,
     show_default=True,
-    help="The report recommends the lowest confidence threshold reaching this.",
+    help="Precision promised for auto tags: policy.json holds the lowest top-1 bar per label "
+    "(else global) reaching it on the test split; `gallerytag tag` uses it by default.",
 )
 @click.option(
     "--suspect-confidence",
@@ -52,7 +53,7 @@ def evaluate(
     out: str,
     split: str,
     k: int,
-    target_accuracy: float,
+    target_precision: float,
     suspect_confidence: float,
     gradcam_per_class: int,
     tracking_uri: str | None,
@@ -65,7 +66,7 @@ def evaluate(
         EVAL,
         split=split,
         k=k,
-        target_accuracy=target_accuracy,
+        target_precision=target_precision,
         gradcam_per_class=gradcam_per_class,
         suspects=dataclasses.replace(SUSPECTS, min_confidence=suspect_confidence),
     )
@@ -75,6 +76,15 @@ def evaluate(
         f"{split} top-1 {result.top1:.4f}, top-{k} {result.topk:.4f} on {result.images} images; "
         f"report: {result.report}"
     )
+    if result.probe_top1 is None:
+        click.echo(f"linear probe: not measured ({result.probe_note})")
+    else:
+        gain = result.top1 - result.probe_top1
+        verdict = "beats" if gain > 0 else "does NOT beat"
+        click.echo(
+            f"fine-tuned {result.top1:.4f} vs linear probe {result.probe_top1:.4f} "
+            f"({gain:+.4f}): the model {verdict} its frozen backbone"
+        )
 
 
 @click.command()

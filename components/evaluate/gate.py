@@ -19,6 +19,7 @@ class GateConfig:
     max_recall_drop: float = 0.05  # no class may lose more recall than this
     min_class_support: int = 5  # classes with fewer test images are too noisy to judge
     absolute_floor: float = 0.5  # top-1 the first model must reach (no champion yet)
+    beat_probe: bool = True  # the first model must beat its own linear probe (frozen backbone)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Decision:
     champion_top1: float | None
     p_value: float | None = None
     recall_drops: dict[str, float] = field(default_factory=dict)
+    probe_top1: float | None = None  # the linear probe's top-1 on the same images, if measured
 
     def as_dict(self) -> dict:
         """For the decision file and MLflow tags."""
@@ -48,14 +50,30 @@ def per_class_recall(
     return recalls
 
 
-def decide_first(candidate_correct: np.ndarray, config: GateConfig) -> Decision:
-    """No champion yet: promote when the candidate's top-1 reaches the absolute floor."""
-    top1 = wilson_interval(int(candidate_correct.sum()), len(candidate_correct))
-    if top1.value >= config.absolute_floor:
-        reason = f"no champion yet; top-1 {top1.value:.4f} >= floor {config.absolute_floor}"
-        return Decision(True, [reason], top1.value, None)
-    reason = f"no champion yet; top-1 {top1.value:.4f} is below the floor {config.absolute_floor}"
-    return Decision(False, [reason], top1.value, None)
+def decide_first(
+    candidate_correct: np.ndarray, config: GateConfig, probe_top1: float | None = None
+) -> Decision:
+    """No champion yet: promote when the candidate's top-1 reaches the absolute floor and
+    beats its own linear probe (a fine-tune no better than frozen features is not a win)."""
+    top1 = wilson_interval(int(candidate_correct.sum()), len(candidate_correct)).value
+    blockers = []
+    if top1 < config.absolute_floor:
+        blockers.append(
+            f"no champion yet; top-1 {top1:.4f} is below the floor {config.absolute_floor}"
+        )
+    # A perfect score cannot be beaten; anything less must be strictly above the probe.
+    if config.beat_probe and probe_top1 is not None and top1 <= probe_top1 and top1 < 1.0:
+        blockers.append(
+            f"top-1 {top1:.4f} does not beat its own linear probe {probe_top1:.4f} (logistic "
+            "regression on the frozen backbone's features, same test images): fine-tuning "
+            "added nothing; train longer, unfreeze more blocks or add images"
+        )
+    if blockers:
+        return Decision(False, blockers, top1, None, probe_top1=probe_top1)
+    reason = f"no champion yet; top-1 {top1:.4f} >= floor {config.absolute_floor}"
+    if probe_top1 is not None:
+        reason += f" and beats its linear probe {probe_top1:.4f} ({top1 - probe_top1:+.4f})"
+    return Decision(True, [reason], top1, None, probe_top1=probe_top1)
 
 
 def decide(

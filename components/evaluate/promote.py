@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.common import dataset, storage
-from components.common.tracking import fetch_tagger
+from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core
+from components.evaluate.floor import measure_probe
 from components.evaluate.gate import Decision, GateConfig, decide, decide_first
 from components.evaluate.run import check_compatible, predict, read_records, require_split
 
@@ -67,15 +68,16 @@ def current_champion(name: str, alias: str) -> ModelVersionRef | None:
 
 def correct_on_split(
     model_uri: str, dataset_dir: str, manifest: dataset.Manifest, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per test image: was the model's top-1 right; and the true labels (file order)."""
+) -> tuple[np.ndarray, np.ndarray, TaggerSpec]:
+    """Per test image: was the model's top-1 right; the true labels (file order); and the
+    model's spec."""
     with tempfile.TemporaryDirectory(prefix="gallerytag-gate-") as tmp:
         tagger = fetch_tagger(model_uri, tmp)
         check_compatible(tagger, manifest, dataset_dir)
         model = tagger.load()
     files = dataset.shard_paths(dataset_dir, manifest, split)
     found = predict(model, read_records(files, manifest.image_size, 64), lambda *_: False)
-    return core.top_k_correct(found.probabilities, found.labels, 1), found.labels
+    return core.top_k_correct(found.probabilities, found.labels, 1), found.labels, tagger
 
 
 def judge(
@@ -94,16 +96,24 @@ def judge(
     manifest = dataset.read_manifest(dataset_dir)
     require_split(manifest, dataset_dir, split)
     champion = current_champion(candidate.name, alias)
-    candidate_correct, labels = correct_on_split(candidate.uri, dataset_dir, manifest, split)
+    candidate_correct, labels, tagger = correct_on_split(
+        candidate.uri, dataset_dir, manifest, split
+    )
     if champion is None:
-        decision = decide_first(candidate_correct, config)
+        floor = (
+            measure_probe(tagger.backbone, tagger.weights, dataset_dir, manifest, split)
+            if config.beat_probe
+            else None
+        )
+        probe_top1 = floor.top1.value if floor and floor.top1 else None
+        decision = decide_first(candidate_correct, config, probe_top1)
     elif champion.version == candidate.version:
         top1 = float(candidate_correct.mean())
         reason = f"version {candidate.version} already holds the '{alias}' alias"
         decision = Decision(False, [reason], top1, top1)
     else:
         try:
-            champion_correct, _ = correct_on_split(champion.uri, dataset_dir, manifest, split)
+            champion_correct, _, _ = correct_on_split(champion.uri, dataset_dir, manifest, split)
         except dataset.DatasetError as error:
             champion_correct = None
             reason = f"champion {champion.uri} cannot be scored on this dataset: {error}"

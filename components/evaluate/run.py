@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.common import dataset, storage
+from components.common.policy_file import POLICY_FILE
 from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core, report
+from components.evaluate.floor import ProbeFloor, measure_probe
 from components.evaluate.suspects import SuspectConfig, find_suspects
+from components.evaluate.tag_policy import derive_policy
 
 EVALUATION_FILE = "evaluation.json"
 SUSPECTS_FILE = "suspects.jsonl"
@@ -28,11 +31,13 @@ class EvaluateConfig:
 
     split: str = "test"
     k: int = 3
-    target_accuracy: float = 0.95  # the report recommends the lowest threshold reaching it
+    target_precision: float = 0.95  # precision promised for `auto` tags (policy.json)
+    min_label_support: int = 30  # a label predicted this often gets its own auto bar
     gradcam_per_class: int = 2  # panels per class, for right and for wrong predictions each
     suspects: SuspectConfig = field(default_factory=SuspectConfig)
     suspect_splits: tuple[str, ...] = ("train", "validation")
     batch_size: int = 64
+    probe: bool = True  # also fit and score the linear probe on the frozen backbone (the floor)
 
 
 @dataclass
@@ -58,6 +63,8 @@ class EvaluationResult:
     k: int
     out_dir: str
     report: str
+    probe_top1: float | None = None  # None when the probe could not be measured
+    probe_note: str | None = None  # why not
 
 
 def read_records(files: list[str], image_size: int, batch_size: int):
@@ -202,13 +209,9 @@ def compute_metrics(
             for name, curve in zip(names, curves, strict=True)
         },
         "thresholds": thresholds,
-        "recommended": {
-            "target_accuracy": config.target_accuracy,
-            "min_confidence": core.threshold_for_accuracy(
-                thresholds["confidence"], config.target_accuracy
-            ),
-            "min_margin": core.threshold_for_accuracy(thresholds["margin"], config.target_accuracy),
-        },
+        "policy": derive_policy(
+            probabilities, labels, names, config.target_precision, config.min_label_support
+        ),
         "ece": calibration.ece,
         "_top1": top1,
         "_topk": topk,
@@ -275,11 +278,17 @@ def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
         f"{split}_macro_f1": metrics["averages"]["macro"]["f1"],
         f"{split}_ece": metrics["ece"],
     }
+    probe = metrics.get("probe") or {}
+    if "top1" in probe:
+        values[f"{split}_top1_probe"] = probe["top1"]["value"]
+        values[f"{split}_top1_probe_ci_low"] = probe["top1"]["low"]
+        values[f"{split}_top1_probe_ci_high"] = probe["top1"]["high"]
+        values[f"{split}_top1_gain_over_probe"] = metrics["gain_over_probe"]
     for row in metrics["per_class"]:
         values[_metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(values)
-        for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE):
+        for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE, POLICY_FILE):
             mlflow.log_artifact(storage.local_copy(storage.join(out_dir, name)), "evaluation")
 
 
@@ -300,6 +309,13 @@ def evaluate(
     test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class))
     metrics = compute_metrics(test, names, config)
     suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
+    floor = (
+        measure_probe(
+            tagger.backbone, tagger.weights, dataset_dir, manifest, config.split, config.k
+        )
+        if config.probe
+        else ProbeFloor(tagger.backbone, unavailable="not measured (probe switched off)")
+    )
     # What evaluation.json holds; the report shows the same plus figures and images.
     summary = {key: value for key, value in metrics.items() if not key.startswith("_")} | {
         "schema_version": 1,
@@ -309,13 +325,15 @@ def evaluate(
         "dataset_hash": manifest.dataset_hash,
         "split": config.split,
         "suspects": len(suspects),
+        "probe": floor.as_dict(),
+        "gain_over_probe": (
+            round(metrics["_top1"].value - floor.top1.value, 6) if floor.top1 else None
+        ),
     }
     context = summary | {
         "dataset_dir": dataset_dir,
         "top1": metrics["_top1"],
         "topk": metrics["_topk"],
-        "recommended_threshold": metrics["recommended"]["min_confidence"],
-        "target_accuracy": config.target_accuracy,
         "confusion_png": report.confusion_figure(np.array(metrics["confusion"]), names),
         "pr_png": report.pr_figure(metrics["_curves"], names),
         "coverage_png": report.coverage_figure(metrics["thresholds"]["confidence"]),
@@ -325,6 +343,14 @@ def evaluate(
         "suspect_images": suspect_images,
     }
     storage.write_text(storage.join(out_dir, EVALUATION_FILE), json.dumps(summary, indent=2))
+    policy = summary["policy"] | {
+        "model_uri": model_uri,
+        "model_version": tagger.version,
+        "run_id": tagger.run_id,
+        "dataset_hash": manifest.dataset_hash,
+        "split": config.split,
+    }
+    storage.write_text(storage.join(out_dir, POLICY_FILE), json.dumps(policy, indent=2))
     storage.write_text(
         storage.join(out_dir, SUSPECTS_FILE),
         "".join(json.dumps({k: v for k, v in r.items() if k != "png"}) + "\n" for r in suspects),
@@ -342,4 +368,6 @@ def evaluate(
         k=config.k,
         out_dir=out_dir,
         report=report_path,
+        probe_top1=floor.top1.value if floor.top1 else None,
+        probe_note=floor.unavailable,
     )

@@ -31,7 +31,11 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 )
 @click.option(
     "--split", "split_text", default="70/10/20", show_default=True,
-    help="train/validation/test ratios.",
+    help="train/validation/test ratios, applied within each label (stratified).",
+)  # fmt: skip
+@click.option(
+    "--split-seed", default=0, show_default=True,
+    help="Another seed draws another stratified split of the same images.",
 )  # fmt: skip
 @click.option("--shards", default=0, show_default=True,
               help="TFRecord shards per split; 0 lets the runner choose (no shuffle of pixels, "
@@ -57,6 +61,7 @@ def ingest(
     image_size: int,
     resize_mode: str,
     split_text: str,
+    split_seed: int,
     shards: int,
     min_side: int,
     max_pixels: int,
@@ -74,6 +79,7 @@ def ingest(
         image_size=image_size,
         resize_mode=resize_mode,
         split_ratios=parse_ratios(split_text),
+        split_seed=split_seed,
         min_side=min_side,
         max_pixels=max_pixels,
         shards_per_split=shards,

@@ -18,7 +18,6 @@ from scipy.sparse.csgraph import connected_components
 
 from components.common.dataset import SPLITS
 
-HASH_SPACE = 16**16
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
 PHASH_BYTES = PHASH_SIZE * PHASH_SIZE // 8
@@ -37,6 +36,7 @@ class IngestConfig:
     jpeg_quality: int = 95
     near_duplicate_distance: int = 10  # max differing bits of 256; -1 turns it off
     small_class_policy: str = "warn"  # "warn" or "error" when a label misses a split
+    split_seed: int = 0  # another seed draws another stratified split of the same images
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("pad", "crop"):
@@ -75,15 +75,58 @@ def validate_label(label: str) -> str:
     return label
 
 
-def assign_split(content_hash: str, ratios: tuple[float, float, float]) -> str:
-    """Map a content hash to a split; stable, so adding images never moves existing ones."""
-    position = int(content_hash[:16], 16) / HASH_SPACE
-    cumulative = 0.0
-    for split, ratio in zip(SPLITS, ratios, strict=True):
-        cumulative += ratio
-        if position < cumulative:
-            return split
-    return SPLITS[-1]
+def split_key(content_hash: str, seed: int = 0) -> int:
+    """An image's place in its label's split order: its hash, re-hashed for seed != 0."""
+    if seed:
+        content_hash = hashlib.sha256(f"{seed}:{content_hash}".encode()).hexdigest()
+    return int(content_hash[:16], 16)
+
+
+def split_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """How many of a label's `n` images go to train, validation and test.
+
+    Largest remainder, so the counts add up to n; then every split with a positive ratio
+    gets at least one image when the label has enough for all of them, taken from the
+    largest split (5 images at 70/10/20 give 3/1/1, not 4/0/1).
+    """
+    exact = [n * ratio for ratio in ratios]
+    counts = [int(value) for value in exact]
+    by_remainder = sorted(range(3), key=lambda i: (-round(exact[i] - counts[i], 9), i))
+    for index in by_remainder[: n - sum(counts)]:
+        counts[index] += 1
+    wanted = [i for i in range(3) if ratios[i] > 0]
+    if n >= len(wanted):
+        for index in wanted:
+            if counts[index] == 0:
+                counts[max(range(3), key=lambda i: counts[i])] -= 1
+                counts[index] = 1
+    return counts[0], counts[1], counts[2]
+
+
+def split_bounds(
+    keys_by_label: dict[str, Iterable[int]], ratios: tuple[float, float, float]
+) -> dict[str, tuple[int, int]]:
+    """Per label, the split keys where validation and test begin (stratified split).
+
+    A label's images are ordered by split key and cut at the `split_counts` positions, so
+    each label gets its share of every split. Deterministic, and stable under growth:
+    adding one image to a label moves at most two of its other images between splits
+    (the two cut points shift by at most one position each).
+    """
+    bounds = {}
+    for label, keys in keys_by_label.items():
+        ordered = sorted(keys)
+        n_train, n_validation, _ = split_counts(len(ordered), ratios)
+        cuts = (n_train, n_train + n_validation)
+        bounds[label] = tuple(ordered[c] if c < len(ordered) else 1 << 64 for c in cuts)
+    return bounds  # type: ignore[return-value]
+
+
+def assign_split(key: int, bounds: tuple[int, int]) -> str:
+    """The split of an image with split key `key` in a label cut at `bounds`."""
+    if key < bounds[0]:
+        return SPLITS[0]
+    return SPLITS[1] if key < bounds[1] else SPLITS[2]
 
 
 def record_digest(content_hash: str, label: str, split: str) -> int:

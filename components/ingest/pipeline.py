@@ -48,6 +48,8 @@ from components.ingest.core import (
     phash_bytes,
     record_digest,
     small_classes,
+    split_bounds,
+    split_key,
 )
 from components.ingest.sources import Source, SourceItem, resolve_source
 
@@ -233,6 +235,16 @@ class Fingerprints:
         self.content_hashes += other.content_hashes
         self.phashes += other.phashes
 
+    def split_keys(self, skip: set[int], seed: int) -> dict[str, list[int]]:
+        """Label -> split keys (core.split_key) of the images not in `skip`."""
+        self._expand()
+        keys: dict[str, list[int]] = {}
+        for index, label in enumerate(self.labels):
+            if index not in skip:
+                content_hash = self.content_hashes[32 * index : 32 * index + 32].hex()
+                keys.setdefault(label, []).append(split_key(content_hash, seed))
+        return keys
+
     def duplicates(self, max_distance: int) -> list[Duplicate]:
         """core.find_duplicates over these images."""
         self._expand()
@@ -250,6 +262,9 @@ class DedupePlan:
     # (uri, label, kept uri, kept label, kind, label conflict) per dropped image; tuples
     # share the accumulator's strings, so even a gallery of copies stays small here.
     duplicates: list[tuple[str, str, str, str, str, bool]] = field(default_factory=list)
+    # label -> split keys where validation and test begin (core.split_bounds): the
+    # stratified split of the kept images, two integers per label for any dataset size.
+    split_bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class PlanDeduplicationFn(beam.CombineFn):
@@ -259,8 +274,12 @@ class PlanDeduplicationFn(beam.CombineFn):
     each worker, so only one compact accumulator per bundle crosses to the runner.
     """
 
-    def __init__(self, max_distance: int) -> None:
+    def __init__(
+        self, max_distance: int, split_ratios: tuple[float, float, float], split_seed: int
+    ) -> None:
         self.max_distance = max_distance
+        self.split_ratios = split_ratios
+        self.split_seed = split_seed
 
     def create_accumulator(self) -> Fingerprints:
         """Start empty."""
@@ -280,8 +299,10 @@ class PlanDeduplicationFn(beam.CombineFn):
         return merged
 
     def extract_output(self, images: Fingerprints) -> DedupePlan:
-        """The plan: rows to skip per pack and one duplicates row per dropped image."""
+        """The plan: rows to skip per pack, one duplicates row per dropped image, and
+        where each label's kept images are cut into splits."""
         found = images.duplicates(self.max_distance)
+        dropped_images = {duplicate.index for duplicate in found}
         dropped: dict[str, set[int]] = {}
         duplicates = []
         for duplicate in found:
@@ -302,6 +323,9 @@ class PlanDeduplicationFn(beam.CombineFn):
             packs=sorted(set(images.packs)),
             dropped={pack: frozenset(rows) for pack, rows in dropped.items()},
             duplicates=duplicates,
+            split_bounds=split_bounds(
+                images.split_keys(dropped_images, self.split_seed), self.split_ratios
+            ),
         )
 
 
@@ -382,7 +406,7 @@ def build_pipeline(
         Inspect.REJECTED, main="fingerprints"
     )
     plan = decoded.fingerprints | "PlanDeduplication" >> beam.CombineGlobally(
-        PlanDeduplicationFn(config.near_duplicate_distance)
+        PlanDeduplicationFn(config.near_duplicate_distance, config.split_ratios, config.split_seed)
     )
     packs = (
         plan
@@ -390,10 +414,12 @@ def build_pipeline(
         | "SpreadPacks" >> beam.Reshuffle()
     )
     dropped = plan | "DroppedRows" >> beam.Map(lambda plan: plan.dropped)
+    bounds = plan | "SplitBounds" >> beam.Map(lambda plan: plan.split_bounds)
     label_ids = {label: index for index, label in enumerate(source.labels)}
     examples = packs | "MakeExamples" >> beam.ParDo(
-        MakeExamples(staging, label_ids, config.split_ratios),
+        MakeExamples(staging, label_ids, config.split_seed),
         dropped=beam.pvalue.AsSingleton(dropped),
+        bounds=beam.pvalue.AsSingleton(bounds),
     ).with_outputs(MakeExamples.KEPT, MakeExamples.LATE, main="examples")
     write_shards(examples.examples, staging, config)
     beam_io.write_jsonl(examples[MakeExamples.LATE], storage.join(staging, LATE), "Late")
@@ -472,14 +498,14 @@ class MakeExamples(beam.DoFn):
     KEPT = "kept"  # {hash, label, split} of each written image, for the counts
     LATE = "late"  # staged data that went missing: run() turns these into one clear error
 
-    def __init__(
-        self, staging: str, label_ids: dict[str, int], split_ratios: tuple[float, float, float]
-    ) -> None:
+    def __init__(self, staging: str, label_ids: dict[str, int], split_seed: int) -> None:
         self.staging = staging
         self.label_ids = label_ids
-        self.split_ratios = split_ratios
+        self.split_seed = split_seed
 
-    def process(self, pack: str, dropped: dict[str, frozenset[int]]) -> Iterator:
+    def process(
+        self, pack: str, dropped: dict[str, frozenset[int]], bounds: dict[str, tuple[int, int]]
+    ) -> Iterator:
         """Emit (split index, serialized example) per kept image of the pack, reading the
         pack front to back; a failure row if its staged data is gone or cut short."""
         skip = dropped.get(pack, frozenset())
@@ -500,7 +526,10 @@ class MakeExamples(beam.DoFn):
                         raise OSError(
                             f"pack {pack} ends before byte {row['offset'] + row['length']}"
                         )
-                    split = row["split"] or assign_split(row["hash"], self.split_ratios)
+                    # A manifest's split wins; else the label's stratified cut decides.
+                    split = row["split"] or assign_split(
+                        split_key(row["hash"], self.split_seed), bounds[row["label"]]
+                    )
                     example = {
                         dataset.FEATURE_IMAGE: jpeg,
                         dataset.FEATURE_LABEL: self.label_ids[row["label"]],

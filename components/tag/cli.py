@@ -6,55 +6,28 @@ import tempfile
 
 import click
 
-from components.tag.policy import TagPolicy, policy_from_evaluation
+from components.tag.policy import TagPolicy
 
 DEFAULTS = TagPolicy()
-EVALUATION_ARTIFACT = "evaluation/evaluation.json"  # where `gallerytag evaluate` logs it
-
-
-def read_evaluation(where: str, tagger, tmp: str) -> dict:
-    """evaluation.json of this very model: from its MLflow run ('model') or a file."""
-    import json
-
-    import mlflow
-
-    from components.common import storage
-
-    if where == "model":
-        if not tagger.run_id:
-            raise ValueError(f"{tagger.uri} has no MLflow run to read an evaluation from")
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=tagger.run_id, artifact_path=EVALUATION_ARTIFACT, dst_path=tmp
-            )
-        except Exception:
-            raise ValueError(
-                f"{tagger.uri} has not been evaluated yet (no {EVALUATION_ARTIFACT} on its "
-                "run); run `gallerytag evaluate` first"
-            ) from None
-        return json.loads(storage.read_text(path))
-    evaluation = json.loads(storage.read_text(where))
-    if tagger.run_id and evaluation.get("run_id") not in (None, tagger.run_id):
-        raise ValueError(
-            f"{where} evaluates run {evaluation.get('run_id')}, not {tagger.uri} "
-            f"(run {tagger.run_id}); its thresholds would not fit this model"
-        )
-    return evaluation
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("source")
 @click.option("--model", "model_uri", required=True, help="models:/NAME@ALIAS, models:/NAME/N...")
 @click.option("--out", required=True, help="Where tags go (local path or gs://).")
-@click.option("--min-score", default=DEFAULTS.min_score, show_default=True,
-              help="Top-1 probability needed for status 'auto'.")  # fmt: skip
-@click.option("--min-margin", default=DEFAULTS.min_margin, show_default=True,
-              help="Top-1 minus top-2 probability needed for status 'auto'.")  # fmt: skip
+@click.option("--min-score", type=float, default=None,
+              help="Set the auto bar by hand: top-1 probability needed for 'auto' "
+              f"(default with --min-margin only: {DEFAULTS.min_score}).")  # fmt: skip
+@click.option("--min-margin", type=float, default=None,
+              help="Set the auto bar by hand: top-1 minus top-2 probability needed for "
+              f"'auto' (default with --min-score only: {DEFAULTS.min_margin}).")  # fmt: skip
 @click.option("--label-threshold", "label_thresholds", multiple=True, metavar="LABEL=P",
               help="Multi-label models: one label's cut-off (others: --min-score).")  # fmt: skip
-@click.option("--thresholds-from", default=None,
-              help="Take --min-score from an evaluation instead: 'model' (the evaluation "
-              "logged on the model's MLflow run) or a path to its evaluation.json.")  # fmt: skip
+@click.option("--thresholds-from", default="model", show_default=True,
+              help="Where the auto/review policy comes from when no threshold is set by "
+              "hand: 'model' (policy.json of the evaluation logged on the model's MLflow "
+              "run) or an evaluation folder / policy.json. A model never evaluated sends "
+              "every image to review.")  # fmt: skip
 @click.option("--shards", default=4, show_default=True, help="Number of tag files.")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "parquet"]),
               default="jsonl", show_default=True, help="Format of the tag files.")  # fmt: skip
@@ -75,10 +48,10 @@ def tag(
     source: str,
     model_uri: str,
     out: str,
-    min_score: float,
-    min_margin: float,
+    min_score: float | None,
+    min_margin: float | None,
     label_thresholds: tuple[str, ...],
-    thresholds_from: str | None,
+    thresholds_from: str,
     shards: int,
     output_format: str,
     incremental: bool,
@@ -90,6 +63,7 @@ def tag(
     Extra arguments go to Beam, e.g. --runner DataflowRunner."""
     from components.common.tracking import fetch_tagger, tracking
     from components.tag.pipeline import TagOutputs, run
+    from components.tag.policy_source import choose_policy, describe
 
     cutoffs = {}
     for pair in label_thresholds:
@@ -97,16 +71,21 @@ def tag(
         if not sep or not label:
             raise click.BadParameter(f"'{pair}' is not LABEL=P", param_hint="--label-threshold")
         cutoffs[label] = float(value)
-    policy = TagPolicy(min_score, min_margin, DEFAULTS.top_k, cutoffs)
+    manual = None
+    if min_score is not None or min_margin is not None or cutoffs:
+        manual = TagPolicy(
+            DEFAULTS.min_score if min_score is None else min_score,
+            DEFAULTS.min_margin if min_margin is None else min_margin,
+            DEFAULTS.top_k,
+            cutoffs,
+            origin={"source": "command line"},
+        )
     outputs = TagOutputs(output_format, shards, incremental, write_metadata, copy_to)
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         with tracking(tracking_uri):
             tagger = fetch_tagger(model_uri, tmp)
-            if thresholds_from:
-                policy = policy_from_evaluation(
-                    read_evaluation(thresholds_from, tagger, tmp), DEFAULTS.top_k
-                )
-                click.echo(f"tag: auto when top-1 >= {policy.min_score} (from the evaluation)")
+            policy = choose_policy(tagger, manual, thresholds_from, tmp)
+        click.echo(describe(policy))
         summary = run(source, out, tagger, policy, outputs, beam_args=list(ctx.args))
     click.echo(
         f"tag: seen {summary.seen} = auto {summary.auto} + review {summary.review} + "

@@ -371,7 +371,11 @@ def run(
             f"tagging lost track of images: saw {summary.seen} but accounted for {accounted} "
             f"(staged output kept in {staging} for inspection)"
         )
-    record = {**asdict(summary), "images_per_second": round(summary.images_per_second, 2)}
+    record = {
+        **asdict(summary),
+        "images_per_second": round(summary.images_per_second, 2),
+        "policy": policy.as_record(),  # which bars decided auto/review, what they promise
+    }
     beam_io.commit_staged(
         staging,
         out,

@@ -38,6 +38,9 @@ class TrainingState:
     phase_finished: bool = False  # the schedule stopped the phase early
     has_best: bool = False
     best_loss: float | None = None  # validation loss of the best weights
+    # The last finished epoch's metrics: a kill between the checkpoint and the MLflow call
+    # leaves them unlogged, and the resumed run logs them (once) from here.
+    last_epoch_metrics: dict = field(default_factory=dict)
 
 
 def load(folder: str) -> TrainingState | None:

@@ -20,17 +20,34 @@ DEFAULTS = TrainConfig()
     help="imagenet, none, or a local weights file.",
 )  # fmt: skip
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, help="Per worker.")
-@click.option("--head-epochs", default=DEFAULTS.head_epochs, show_default=True)
-@click.option("--finetune-epochs", default=DEFAULTS.finetune_epochs, show_default=True)
-@click.option("--finetune-blocks", default=DEFAULTS.finetune_blocks, show_default=True)
-@click.option("--learning-rate", default=DEFAULTS.learning_rate, show_default=True)
 @click.option(
-    "--finetune-learning-rate", default=DEFAULTS.finetune_learning_rate, show_default=True
-)
+    "--head-init", type=click.Choice(["probe", "random"]), default=DEFAULTS.head_init,
+    show_default=True,
+    help="probe: start the head from a linear probe on frozen features (LP-FT).",
+)  # fmt: skip
+@click.option("--head-epochs", default=DEFAULTS.head_epochs, show_default=True,
+              help="Head-only epochs on the frozen backbone before fine-tuning.")  # fmt: skip
+@click.option("--finetune-epochs", default=DEFAULTS.finetune_epochs, show_default=True,
+              help="0 = sized from the dataset (~240 optimiser steps, 4-30 epochs).")  # fmt: skip
+@click.option("--finetune-blocks", default=DEFAULTS.finetune_blocks, show_default=True,
+              help="Top backbone blocks unfrozen for fine-tuning.")  # fmt: skip
+@click.option("--learning-rate", default=DEFAULTS.learning_rate, show_default=True,
+              help="Head phase, per worker (x workers).")  # fmt: skip
+@click.option(
+    "--finetune-learning-rate", default=DEFAULTS.finetune_learning_rate, show_default=True,
+    help="Fine-tuning phase, per worker (x workers).",
+)  # fmt: skip
+@click.option("--label-smoothing", default=DEFAULTS.label_smoothing, show_default=True)
+@click.option(
+    "--time-budget", "time_budget_minutes", default=DEFAULTS.time_budget_minutes,
+    show_default=True,
+    help="Minutes; no epoch starts that would end past it (0 = no budget).",
+)  # fmt: skip
 @click.option(
     "--schedule", type=click.Choice(["plateau", "cosine", "constant"]),
     default=DEFAULTS.schedule, show_default=True,
-    help="plateau: LR / 10 when validation loss worsens, stop when that no longer helps.",
+    help="cosine: decay over the phase; plateau: LR / 10 when validation loss worsens, "
+    "stop when that no longer helps.",
 )  # fmt: skip
 @click.option("--max-decays", default=DEFAULTS.max_decays, show_default=True)
 @click.option("--early-stopping-patience", default=DEFAULTS.early_stopping_patience,

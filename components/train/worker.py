@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.common import dataset, storage
+from components.common.probe import LinearProbe, fit_probe, split_features
 from components.common.tfdata import make_dataset
 from components.common.tracking import model_metadata
 from components.train import checkpoint
@@ -34,6 +35,7 @@ from components.train.loop import (
     make_train_step,
     warmup_learning_rate,
 )
+from components.train.recipe import auto_epochs, over_budget
 from components.train.schedule import (
     Action,
     ConstantSchedule,
@@ -72,6 +74,16 @@ class Phase:
     learning_rate: float
 
 
+def smoothed_loss(n_classes: int, smoothing: float):
+    """Cross-entropy on integer labels with label smoothing (softmax outputs)."""
+    categorical = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+    def loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        return categorical(tf.one_hot(labels, n_classes), probabilities)
+
+    return loss
+
+
 SCHEDULES = {"plateau": PlateauSchedule, "cosine": CosineSchedule, "constant": ConstantSchedule}
 
 
@@ -93,7 +105,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, manifest: dataset.Manifest) -> None:
         self.config = config
         self.manifest = manifest
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        self.loss_fn = smoothed_loss(len(manifest.labels), config.label_smoothing)
+        # Validation (model selection, schedules) is judged on the plain, unsmoothed loss.
+        self.validation_loss_fn = keras.losses.SparseCategoricalCrossentropy()
         self.state = TrainingState()
         self.checkpoint_dir = config.checkpoint_dir
         self.optimizer: keras.optimizers.Optimizer | None = None  # the current phase's
@@ -121,10 +135,38 @@ class Trainer:
         weights = None if config.weights == "none" else config.weights
         self.backbone = build_backbone(config.backbone, manifest.image_size, weights=weights)
         self.model = build_classifier(self.backbone, len(manifest.labels), config.dropout)
+        finetune_epochs = config.finetune_epochs or auto_epochs(
+            manifest.split_size("train"), global_batch
+        )
         self.phases = [
             Phase("head", config.head_epochs, config.learning_rate),
-            Phase("finetune", config.finetune_epochs, config.finetune_learning_rate),
+            Phase("finetune", finetune_epochs, config.finetune_learning_rate),
         ]
+        self.started = time.perf_counter()
+        self.out_of_time = False
+
+    def init_head_from_probe(self) -> LinearProbe:
+        """LP-FT: fit the linear probe on the frozen backbone's features of the training
+        images (C chosen on validation) and start the head from it."""
+        train = self._all_features("train")
+        validation = self._all_features("validation")
+        probe = fit_probe(*train, len(self.manifest.labels), *validation)
+        self.model.get_layer("tags").set_weights([probe.kernel, probe.bias])
+        return probe
+
+    def _all_features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        files = dataset.shard_paths(self.config.data, self.manifest, split)
+        if not files or self.manifest.split_size(split) == 0:
+            return np.zeros((0, 1)), np.zeros(0, np.int64)
+        # Horovod: each rank embeds its 1/size of the images; allgather hands every rank
+        # all of them in rank order, so every rank fits the very same probe.
+        features, labels = split_features(
+            self.backbone, files, self.manifest.image_size, self.config.batch_size,
+            num_shards=hvd.size(), shard_index=hvd.rank(),
+        )  # fmt: skip
+        gathered = hvd.allgather(tf.constant(features, tf.float32), name=f"features_{split}")
+        all_labels = hvd.allgather(tf.constant(labels, tf.int64), name=f"labels_{split}")
+        return gathered.numpy(), all_labels.numpy()
 
     def resume(self) -> bool:
         """Continue from the checkpoint folder if it holds a checkpoint; True when resumed."""
@@ -192,18 +234,37 @@ class Trainer:
                 if action is not Action.CONTINUE and self.best_weights is not None:
                     # The paper's rule: go back to the best weights before going on or stopping.
                     self.model.set_weights(self.best_weights)
+            if action is Action.CONTINUE and self._out_of_time(stats.seconds):
+                action = Action.STOP
+                self.out_of_time = True
             self.state.phase_epochs_done = epoch + 1
             self.state.epochs_done += 1
             self.state.schedule = schedule.state()
             self.state.phase_finished = action is Action.STOP
             self.state.has_best = self.best_weights is not None
             self.state.best_loss = self.best_loss if self.state.has_best else None
-            on_epoch(phase.name, self.state.epochs_done, stats, validation, learning_rate)
+            # Checkpoint first, then log: a kill between the two re-runs the epoch, and the
+            # rerun logs it once (logging first logged a resumed epoch twice).
+            self.state.last_epoch_metrics = epoch_metrics(stats, validation, learning_rate)
             save(self)
+            on_epoch(phase.name, self.state.epochs_done, self.state.last_epoch_metrics)
             if action is Action.STOP:
                 break
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+    def _out_of_time(self, epoch_seconds: float) -> bool:
+        """Whether one more epoch would end past the time budget (the same on every rank)."""
+        if self.config.time_budget_minutes <= 0:
+            return False
+        # Horovod: decide on rank-averaged clocks, so every rank stops at the same epoch.
+        sums = allreduce_sums(
+            {"elapsed": time.perf_counter() - self.started, "epoch": epoch_seconds}
+        )
+        size = hvd.size()
+        return over_budget(
+            sums["elapsed"] / size, sums["epoch"] / size, self.config.time_budget_minutes
+        )
 
     def _train_epoch(self, step_fn, optimizer, epoch_rate: float, epoch: int, warmup_steps: int):
         started = time.perf_counter()
@@ -254,7 +315,7 @@ class Trainer:
             num_shards=hvd.size(),
             shard_index=hvd.rank(),
         )
-        return evaluate(self.model, batches, self.loss_fn)
+        return evaluate(self.model, batches, self.validation_loss_fn)
 
     def probe_batch(self) -> tf.data.Dataset:
         """A fixed batch of real images (validation if any, else training) for checks."""
@@ -266,17 +327,15 @@ class Trainer:
     def train(self, on_epoch, save) -> None:
         """Phase 1 trains the head on a frozen backbone; phase 2 unfreezes the top blocks."""
         for index, phase in enumerate(self.phases):
-            if phase.epochs <= 0 or self._phase_done(index, phase):
+            if phase.epochs <= 0 or self._phase_done(index, phase) or self.out_of_time:
                 continue
             if phase.name == "finetune" and self.config.finetune_blocks <= 0:
                 continue
             self.run_phase(phase, on_epoch, save)
 
 
-def log_epoch(phase: str, epoch: int, stats: EpochStats, validation: dict, lr: float) -> None:
-    """Rank 0: print and record one epoch in MLflow."""
-    import mlflow
-
+def epoch_metrics(stats: EpochStats, validation: dict, lr: float) -> dict[str, float]:
+    """What one epoch logs: training figures, validation figures, learning rate."""
     metrics = {
         "loss": stats.loss,
         "accuracy": stats.accuracy,
@@ -284,9 +343,28 @@ def log_epoch(phase: str, epoch: int, stats: EpochStats, validation: dict, lr: f
         "images_per_second": stats.images_per_second,
     }
     metrics.update({f"val_{key}": value for key, value in validation.items()})
+    return metrics
+
+
+def log_epoch(phase: str, epoch: int, metrics: dict[str, float]) -> None:
+    """Rank 0: print and record one epoch in MLflow."""
+    import mlflow
+
     mlflow.log_metrics(metrics, step=epoch)
     shown = " ".join(f"{key}={value:.4g}" for key, value in metrics.items())
     print(f"epoch {epoch} ({phase}): {shown}", flush=True)
+
+
+def log_checkpointed_epoch(run_id: str, state: TrainingState) -> None:
+    """Rank 0, on resume: log the checkpointed epoch if the kill came before its metrics
+    reached MLflow (checkpoint first, then log: each epoch is logged exactly once)."""
+    import mlflow
+
+    if not state.last_epoch_metrics or state.epochs_done < 1:
+        return
+    history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
+    if all(metric.step != state.epochs_done for metric in history):
+        mlflow.log_metrics(state.last_epoch_metrics, step=state.epochs_done)
 
 
 def log_training_curves(run_id: str) -> None:
@@ -333,6 +411,7 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
             trainer.manifest.resize_mode,
             multi_label=False,
             backbone=config.backbone,
+            weights=config.weights,
         ),
         registered_model_name=config.registered_model or None,
     )
@@ -381,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
     keras.utils.set_random_seed(config.seed)
     trainer = Trainer(config, manifest)
     resumed = trainer.resume()
+    # A resumed training's head is in its checkpoint; a new one starts from the probe.
+    probe = trainer.init_head_from_probe() if config.head_init == "probe" and not resumed else None
     is_chief = hvd.rank() == 0  # Horovod: only rank 0 logs, so one training is one MLflow run
 
     if not is_chief:
@@ -395,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         if resumed:
             print(f"resuming run {run.info.run_id} after epoch {trainer.state.epochs_done}")
             mlflow.set_tag("resumed_after_epoch", str(trainer.state.epochs_done))
+            log_checkpointed_epoch(run.info.run_id, trainer.state)
         else:
             mlflow.log_params(config.as_params())
             mlflow.set_tags(
@@ -406,6 +488,13 @@ def main(argv: list[str] | None = None) -> None:
                     "gallerytag.step": "train",
                 }
             )
+            mlflow.log_param("finetune_epochs_planned", trainer.phases[1].epochs)
+        if probe is not None:
+            print(f"linear probe (head init): C={probe.c}, validation top-1 "
+                  f"{probe.validation_accuracy}", flush=True)  # fmt: skip
+            mlflow.log_param("probe_c", probe.c)
+            if probe.validation_accuracy is not None:
+                mlflow.log_metric("val_accuracy_probe", probe.validation_accuracy)
         trainer.train(on_epoch=log_epoch, save=save_checkpoint)
         mlflow.log_dict(json.loads(config.to_json()), "config.json")
         log_training_curves(run.info.run_id)

@@ -1,0 +1,72 @@
+"""Which auto/review policy a tagging run uses: bars set by hand, else the policy.json of
+the model's own evaluation (an MLflow artifact of its run), else everything to review."""
+
+from __future__ import annotations
+
+import json
+
+from components.common import storage
+from components.common.policy_file import POLICY_ARTIFACT, POLICY_FILE
+from components.common.tracking import TaggerSpec
+from components.tag.policy import TagPolicy, policy_from_file, unevaluated_policy
+
+
+def read_policy(where: str, tagger: TaggerSpec, tmp: str) -> dict | None:
+    """policy.json of this very model: from its MLflow run ('model'; None when the model was
+    never evaluated) or a file / evaluation folder."""
+    import mlflow
+
+    if where == "model":
+        if not tagger.run_id:
+            return None
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=tagger.run_id, artifact_path=POLICY_ARTIFACT, dst_path=tmp
+            )
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return json.loads(storage.read_text(path))
+    path = where if where.endswith(".json") else storage.join(where, POLICY_FILE)
+    if not storage.exists(path):
+        raise ValueError(f"--thresholds-from: {path} does not exist")
+    policy = json.loads(storage.read_text(path))
+    if tagger.run_id and policy.get("run_id") not in (None, tagger.run_id):
+        raise ValueError(
+            f"--thresholds-from: {path} is the policy of run {policy.get('run_id')}, not of "
+            f"{tagger.uri} (run {tagger.run_id}); its bars would not fit this model"
+        )
+    return policy
+
+
+def choose_policy(
+    tagger: TaggerSpec, manual: TagPolicy | None, thresholds_from: str = "model", tmp: str = "."
+) -> TagPolicy:
+    """Hand-set thresholds win; else the model's evaluation; else everything to review."""
+    if manual is not None:
+        return manual
+    found = read_policy(thresholds_from, tagger, tmp)
+    return policy_from_file(found) if found else unevaluated_policy()
+
+
+def describe(policy: TagPolicy) -> str:
+    """One line saying which policy a run uses and what it promises."""
+    if policy.review_all:
+        return f"tag: {policy.review_all}"
+    origin = policy.origin
+    if origin.get("source") != "evaluation":
+        return f"tag: auto when top-1 >= {policy.min_score} and margin >= {policy.min_margin}"
+    expected = origin["expected"]
+    precision = expected.get("precision")
+    promise = (
+        f"expected precision {precision['value']:.3f} ({precision['low']:.3f}-"
+        f"{precision['high']:.3f}) at coverage {expected['coverage']:.2f} on the evaluation"
+        if precision
+        else "no bar reached the target on the evaluation: all to review"
+    )
+    bars = ", ".join(
+        f"{label} {'never' if bar > 1 else bar}" for label, bar in policy.label_min_scores.items()
+    )
+    return (
+        f"tag: policy from the model's evaluation (target precision "
+        f"{origin['target_precision']}): {promise}; auto bars: {bars}"
+    )
