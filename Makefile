@@ -54,6 +54,7 @@ format: setup
 ## bench: every benchmark of docs/benchmarks.md, one after the other (about 1.5 h on 2 cores)
 bench: setup
 	$(PY) bench/train_input.py
+	$(PY) bench/backbones.py
 	$(PY) bench/ingest.py --images 20000 --small 5000
 	$(PY) bench/ingest_memory.py --base 20000 --copies 5
 	$(PY) bench/tag.py --images 20000 --small 5000

@@ -1,7 +1,7 @@
 """Backbone registry: name -> how to build a pretrained feature extractor (pooled features).
 
 Every backbone takes RGB pixels 0..255 and carries its own normalisation, so data pipelines
-never need to know which network they feed. `efficientnet_lite0` loads offline; the
+never need to know which network they feed. `efficientnet_lite0/1/2` load offline; the
 keras.applications ones take weights="imagenet" (downloaded) or a local weights file.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import keras
 
-from models.efficientnet_lite import NUM_BLOCKS, lite0
+from models.efficientnet_lite import VARIANTS, LiteVariant, efficientnet_lite
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,23 @@ def _keras_application(
     return build
 
 
+def _lite_spec(variant: LiteVariant) -> BackboneSpec:
+    """A registry entry for an EfficientNet-Lite size: its blocks are the `block_{i}_` layers."""
+
+    def build(input_size: int, weights: str | None) -> keras.Model:
+        return efficientnet_lite(variant.name, input_size, weights)
+
+    return BackboneSpec(
+        variant.name,
+        build,
+        variant.input_size,
+        offline_weights=True,
+        # The trailing underscore keeps block_1_ from also matching block_10_ .. block_19_.
+        block_prefixes=tuple(f"block_{i}_" for i in range(variant.num_blocks)),
+        head_prefixes=("head_",),
+    )
+
+
 def _scale_to_unit_range(x):  # MobileNetV2 / InceptionV3: [-1, 1]
     return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(x)
 
@@ -66,14 +83,7 @@ def _identity(x):  # EfficientNetB0 normalises inside the application
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec(
-            "efficientnet_lite0",
-            lambda size, weights: lite0(size, weights),
-            224,
-            offline_weights=True,
-            block_prefixes=tuple(f"block_{i}_" for i in range(NUM_BLOCKS)),
-            head_prefixes=("head_",),
-        ),
+        *(_lite_spec(variant) for variant in VARIANTS.values()),
         BackboneSpec(
             "mobilenet_v2",
             _keras_application(keras.applications.MobileNetV2, _scale_to_unit_range),
