@@ -96,8 +96,18 @@ def test_registered_model_evaluates_and_is_promoted(trained: dict, tracking_env:
     evaluation = evaluate(model_uri, trained["dataset"], str(trained["root"] / "evaluation"))
     assert evaluation.images > 0
     assert evaluation.top1 >= 0.8, evaluation
-    assert "Confusion matrix" in Path(evaluation.report).read_text()
-    assert promote(model_uri, trained["dataset"]).promote
+    report = Path(evaluation.report).read_text()
+    assert "Confusion matrix" in report
+    # The floor is measured every time: the frozen Lite0's linear probe on the same images.
+    summary = json.loads((trained["root"] / "evaluation" / "evaluation.json").read_text())
+    assert summary["probe"]["backbone"] == "efficientnet_lite0"
+    assert evaluation.probe_top1 == summary["probe"]["top1"]["value"] > 0.5
+    assert "vs probe" in report
+    run = mlflow.get_run(result.run_id)
+    assert run.data.metrics["test_top1_probe"] == pytest.approx(evaluation.probe_top1)
+    assert "val_accuracy_probe" in run.data.metrics and "probe_c" in run.data.params
+    decision = promote(model_uri, trained["dataset"])
+    assert decision.promote and decision.probe_top1 == pytest.approx(evaluation.probe_top1)
     champion = mlflow.MlflowClient().get_model_version_by_alias(result.registered_model, "champion")
     assert champion.version == str(result.version)
 

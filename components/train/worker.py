@@ -250,8 +250,14 @@ class Trainer:
             on_epoch(phase.name, self.state.epochs_done, self.state.last_epoch_metrics)
             if action is Action.STOP:
                 break
-        if self.best_weights is not None:
+        if self.best_weights is not None and self._keeps_best():
             self.model.set_weights(self.best_weights)
+
+    def _keeps_best(self) -> bool:
+        """Cosine ends on its own schedule's final weights: on a few dozen validation images
+        the best-loss epoch is mostly noise (measured in docs/benchmarks.md, issue 14), so
+        only plateau, constant and early stopping go back to the best epoch."""
+        return self.config.schedule != "cosine" or self.config.early_stopping_patience > 0
 
     def _out_of_time(self, epoch_seconds: float) -> bool:
         """Whether one more epoch would end past the time budget (the same on every rank)."""
