@@ -184,20 +184,32 @@ def tag(
     min_margin: float,
     metrics: Output[Metrics],
 ) -> str:
-    """Tag every image under the source with the model; returns the output folder."""
+    """Tag every image under the source with the model; returns the output folder.
+    Negative min_score and min_margin: the bars of the model's own evaluation."""
     import tempfile
 
     from components.common.tracking import fetch_tagger, tracking
     from components.tag.pipeline import TagOutputs, run
     from components.tag.policy import TagPolicy
+    from components.tag.policy_source import choose_policy, describe
 
+    manual = None
+    if min_score >= 0 or min_margin >= 0:
+        defaults = TagPolicy()
+        manual = TagPolicy(
+            min_score=min_score if min_score >= 0 else defaults.min_score,
+            min_margin=min_margin if min_margin >= 0 else defaults.min_margin,
+            origin={"source": "pipeline parameters"},
+        )
     with tracking(tracking_uri), tempfile.TemporaryDirectory() as tmp:
         tagger = fetch_tagger(model_uri, tmp)
+        policy = choose_policy(tagger, manual, "model", tmp)
+        print(describe(policy), flush=True)
         summary = run(
             source,
             out,
             tagger,
-            TagPolicy(min_score=min_score, min_margin=min_margin),
+            policy,
             TagOutputs(format=output_format, incremental=incremental),
         )
     for name in ("seen", "auto", "review", "rejected"):

@@ -17,10 +17,12 @@ def tagging_pipeline(
     tracking_uri: str = "http://mlflow.gallerytag.svc.cluster.local:5000",
     output_format: str = "jsonl",
     incremental: bool = True,
-    min_score: float = 0.5,
-    min_margin: float = 0.1,
+    min_score: float = -1.0,
+    min_margin: float = -1.0,
 ) -> None:
-    """Tag the source; nightly runs are incremental (unchanged images keep their rows)."""
+    """Tag the source; nightly runs are incremental (unchanged images keep their rows).
+    Negative min_score / min_margin: the auto/review bars of the model's own evaluation
+    (policy.json); set either to choose bars by hand."""
     tagged = components.tag(
         source=source,
         model_uri=model_uri,

@@ -83,17 +83,31 @@ def test_one_training_is_one_mlflow_run(trained: dict) -> None:
     assert run.data.metrics["logged_model_max_abs_diff"] <= 1e-5
 
 
-def test_registered_model_evaluates_and_is_promoted(trained: dict, tracking_env: str) -> None:
+@pytest.fixture(scope="module")
+def evaluated(trained: dict):
+    """Evaluate the trained version once for the module (writes policy.json to its run)."""
+    import mlflow
+
+    from components.evaluate.run import evaluate
+
+    mlflow.set_tracking_uri(trained["uri"])
+    result = trained["result"]
+    model_uri = f"models:/{result.registered_model}/{result.version}"
+    return evaluate(model_uri, trained["dataset"], str(trained["root"] / "evaluation"))
+
+
+def test_registered_model_evaluates_and_is_promoted(
+    trained: dict, evaluated, tracking_env: str
+) -> None:
     """The registered version loads back, beats chance clearly, gets a report, and as the
     first model it takes the champion alias."""
     import mlflow
 
     from components.evaluate.promote import promote
-    from components.evaluate.run import evaluate
 
     result = trained["result"]
     model_uri = f"models:/{result.registered_model}/{result.version}"
-    evaluation = evaluate(model_uri, trained["dataset"], str(trained["root"] / "evaluation"))
+    evaluation = evaluated
     assert evaluation.images > 0
     assert evaluation.top1 >= 0.8, evaluation
     report = Path(evaluation.report).read_text()
@@ -147,3 +161,42 @@ def test_tag_a_folder_accounts_for_every_file(trained: dict, tracking_env: str) 
     assert len(review) == summary.review
     manifest = json.loads((out / "_SUCCESS.json").read_text())
     assert manifest["seen"] == manifest["auto"] + manifest["review"] + manifest["rejected"]
+
+
+def test_default_policy_keeps_its_promised_precision(
+    trained: dict, evaluated, tracking_env: str
+) -> None:
+    """Tagging with no threshold flags uses the evaluation's policy.json, and on labelled
+    images the model never saw, the precision of the auto rows reaches the target within
+    its 95% interval."""
+    from components.common.tracking import fetch_tagger
+    from components.evaluate.core import wilson_interval
+    from components.tag.pipeline import run as tag
+    from components.tag.policy_source import choose_policy, describe
+
+    inbox = trained["root"] / "held-out"
+    truth = {}
+    for index in range(90):
+        kind = index % 3
+        path = inbox / f"held_{index}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(jpeg_bytes(pattern_image(kind, seed=90_000 + index)))
+        truth[path.name] = LABELS[kind]  # write_pattern_gallery's label of this kind
+    result = trained["result"]
+    tagger = fetch_tagger(
+        f"models:/{result.registered_model}/{result.version}", str(trained["root"] / "m2")
+    )
+    policy = choose_policy(tagger, None, "model", str(trained["root"] / "m2"))
+    assert policy.origin["source"] == "evaluation" and not policy.review_all
+    target = policy.origin["target_precision"]
+    assert "policy from the model's evaluation" in describe(policy)
+    out = trained["root"] / "held-out-tags"
+    summary = tag(str(inbox), str(out), tagger, policy, beam_args=IN_MEMORY)
+    rows = [json.loads(line) for shard in out.glob("tags-*.jsonl") for line in shard.open()]
+    auto = [row for row in rows if row["status"] == "auto"]
+    assert summary.auto == len(auto) > 0
+    right = sum(row["top1"] == truth[Path(row["uri"]).name] for row in auto)
+    precision = wilson_interval(right, len(auto))
+    assert precision.high >= target, (precision, target)
+    success = json.loads((out / "_SUCCESS.json").read_text())
+    assert success["policy"]["origin"]["target_precision"] == target

@@ -120,3 +120,22 @@ def test_sigkilled_training_resumes_into_the_same_run(small_dataset, tracking_en
         assert sorted(steps) == [1, 2, 3, 4], (metric, steps)
     assert client.get_model_version(config.registered_model, result.version).status == "READY"
     assert not Path(config.checkpoint_dir).exists()
+
+
+def test_time_budget_bounds_training(small_dataset, tracking_env, tmp_path):
+    """A budget shorter than one epoch: training stops after its first epoch (of 32
+    planned), still logs and registers the model, and says why it stopped."""
+    import mlflow
+
+    from components.train.launcher import train
+
+    config = _config(
+        small_dataset, tmp_path, workers=1, finetune_epochs=30, time_budget_minutes=0.001
+    )
+    result = train(config, tracking_env)
+    client = mlflow.MlflowClient()
+    steps = [m.step for m in client.get_metric_history(result.run_id, "loss")]
+    assert steps == [1]
+    run = client.get_run(result.run_id)
+    assert run.data.tags["gallerytag.stopped_by"] == "time budget"
+    assert client.get_model_version(config.registered_model, result.version).status == "READY"

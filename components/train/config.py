@@ -22,9 +22,9 @@ class TrainConfig:
     head_init: str = "probe"
     head_epochs: int = 0  # phase 1: backbone frozen, only the head trains
     finetune_epochs: int = 0  # phase 2: top blocks unfrozen; 0 = sized from the dataset
-    finetune_blocks: int = 8
+    finetune_blocks: int = 16  # all of Lite0
     learning_rate: float = 1e-3  # head phase, per worker; scaled by the number of workers
-    finetune_learning_rate: float = 3e-4  # per worker; scaled by the number of workers
+    finetune_learning_rate: float = 1e-4  # per worker; scaled by the number of workers
     warmup_epochs: float = 1.0
     schedule: str = "cosine"  # cosine, plateau (the seed paper's) or constant
     max_decays: int = 3  # plateau: at most this many LR / 10 steps

@@ -502,6 +502,10 @@ def main(argv: list[str] | None = None) -> None:
             if probe.validation_accuracy is not None:
                 mlflow.log_metric("val_accuracy_probe", probe.validation_accuracy)
         trainer.train(on_epoch=log_epoch, save=save_checkpoint)
+        if trainer.out_of_time:
+            print(f"time budget of {config.time_budget_minutes} min reached after epoch "
+                  f"{trainer.state.epochs_done}: stopped there", flush=True)  # fmt: skip
+            mlflow.set_tag("gallerytag.stopped_by", "time budget")
         mlflow.log_dict(json.loads(config.to_json()), "config.json")
         log_training_curves(run.info.run_id)
         result = {"run_id": run.info.run_id, **log_model(trainer, config)}
