@@ -169,3 +169,15 @@ def test_suspects_need_model_and_neighbours_to_disagree() -> None:
     assert rows[0]["label"] == "summer" and rows[0]["neighbour_label"] == "winter"
     strict = SuspectConfig(min_confidence=0.99)
     assert find_suspects(embeddings, probabilities, labels, ["w", "s"], strict) == []
+
+
+def test_metric_keys_stay_within_mlflow_limits() -> None:
+    """A 250-character label once crashed evaluate after all its compute; keys are now cut
+    to 250 with a digest, distinct for distinct labels, and odd characters replaced."""
+    from components.evaluate.run import metric_key
+
+    long_a, long_b = "a" * 250 + "x", "a" * 250 + "y"
+    assert len(metric_key(f"test_recall.{long_a}")) == 250
+    assert metric_key(f"test_recall.{long_a}") != metric_key(f"test_recall.{long_b}")
+    assert metric_key("test_recall.café:1") == "test_recall.caf__1"
+    assert metric_key("test_top1") == "test_top1"

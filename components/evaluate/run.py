@@ -262,8 +262,19 @@ def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
     return rows, len(seen.labels)
 
 
-def _metric_key(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+MAX_METRIC_KEY = 250  # MLflow refuses longer metric names
+
+
+def metric_key(text: str) -> str:
+    """An MLflow-safe metric name: odd characters replaced; a name over 250 characters is
+    cut and given a digest of the whole, so two long labels never share a key."""
+    import hashlib
+
+    key = re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+    if len(key) <= MAX_METRIC_KEY:
+        return key
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{key[: MAX_METRIC_KEY - 13]}.{digest}"
 
 
 def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
@@ -285,7 +296,7 @@ def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
         values[f"{split}_top1_probe_ci_high"] = probe["top1"]["high"]
         values[f"{split}_top1_gain_over_probe"] = metrics["gain_over_probe"]
     for row in metrics["per_class"]:
-        values[_metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
+        values[metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(values)
         for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE, POLICY_FILE):
