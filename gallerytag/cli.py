@@ -13,6 +13,7 @@ import click
 
 from components.evaluate.cli import evaluate, promote
 from components.ingest.cli import ingest
+from components.review.cli import review
 from components.tag.cli import tag
 from components.train.cli import train
 from gallerytag.demo import demo
@@ -32,7 +33,7 @@ def cli(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
-for command in (ingest, train, evaluate, promote, tag, demo, pipeline):
+for command in (ingest, train, evaluate, promote, tag, review, demo, pipeline):
     cli.add_command(command)
 
 

@@ -41,6 +41,9 @@ class Manifest:
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # e.g. classes too small to split
+    # corrections applied (ingest --corrections): files, decisions, from_review, changed,
+    # excluded, added; empty when none were given
+    review: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def split_size(self, split: str) -> int:

@@ -25,8 +25,8 @@ def find_suspects(
     names: list[str],
     config: SuspectConfig = SuspectConfig(),
 ) -> list[dict]:
-    """Rows {index, label, predicted, confidence, own_label_share, neighbour_label}, most
-    confident first; `index` points back into the inputs."""
+    """Rows {index, label, predicted, confidence, own_label_share, neighbour_label, labels
+    (top 3 {label, score})}, most confident first; `index` points back into the inputs."""
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities[np.arange(len(labels)), predicted]
     contradicted = np.flatnonzero((predicted != labels) & (confidence >= config.min_confidence))
@@ -51,6 +51,10 @@ def find_suspects(
                 "confidence": round(float(confidence[row]), 6),
                 "own_label_share": round(own_share, 6),
                 "neighbour_label": names[majority],
+                "labels": [  # the model's top 3, as tag rows carry them (for the review page)
+                    {"label": names[i], "score": round(float(probabilities[row, i]), 6)}
+                    for i in np.argsort(-probabilities[row], kind="stable")[:3]
+                ],
             }
         )
     return sorted(rows, key=lambda r: -r["confidence"])

@@ -53,6 +53,12 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     "--small-class-policy", type=click.Choice(["warn", "error"]), default="warn",
     show_default=True, help="What to do when a label gets no image in some split.",
 )  # fmt: skip
+@click.option(
+    "--corrections", "corrections", multiple=True,
+    help="corrections.jsonl from `gallerytag review` (or `review import`), local or gs://; "
+    "repeatable, a later file wins. The reviewer's label wins over the source's, 'none' "
+    "excludes the image, images only in corrections are added.",
+)  # fmt: skip
 @click.pass_context
 def ingest(
     ctx: click.Context,
@@ -67,6 +73,7 @@ def ingest(
     max_pixels: int,
     near_duplicate_distance: int,
     small_class_policy: str,
+    corrections: tuple[str, ...],
 ) -> None:
     """Validate, deduplicate and split SOURCE into TFRecord shards under --out.
 
@@ -86,7 +93,7 @@ def ingest(
         near_duplicate_distance=near_duplicate_distance,
         small_class_policy=small_class_policy,
     )
-    summary = run(source, out, config, beam_args=list(ctx.args))
+    summary = run(source, out, config, beam_args=list(ctx.args), corrections=list(corrections))
     click.echo(
         f"ingest: seen {summary.seen} = accepted {summary.accepted} + rejected "
         f"{summary.rejected} + duplicates {summary.duplicates}"
@@ -95,6 +102,12 @@ def ingest(
         click.echo(f"  {split_name:<10} {sum(per_label.values()):>7} images")
     for reason, count in sorted(summary.rejected_reasons.items()):
         click.echo(f"  rejected {reason}: {count}")
+    if summary.review:
+        review = summary.review
+        click.echo(
+            f"  from review: {review['from_review']} labelled ({review['changed']} changed, "
+            f"{review['added']} added), {review['excluded']} excluded"
+        )
     for warning in summary.warnings:
         click.echo(f"  warning: {warning}")
     click.echo(f"dataset {summary.out} (hash {summary.dataset_hash[:12]})")

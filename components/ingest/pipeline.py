@@ -27,6 +27,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from components.common import beam_io, dataset, storage
+from components.common.corrections import Corrections
 from components.common.images import (
     DecodeLimits,
     ImageRejected,
@@ -51,7 +52,7 @@ from components.ingest.core import (
     split_bounds,
     split_key,
 )
-from components.ingest.sources import Source, SourceItem, resolve_source
+from components.ingest.sources import Source, SourceItem, resolve_source, with_corrections
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.ingest"
@@ -72,6 +73,7 @@ class IngestSummary:
     counts: dict[str, dict[str, int]]
     rejected_reasons: dict[str, int]
     warnings: list[str]
+    review: dict = field(default_factory=dict)  # the manifest's review block
 
 
 class ListSource(beam.DoFn):
@@ -111,10 +113,14 @@ class Inspect(beam.DoFn):
     """
 
     REJECTED = "rejected"
+    REVIEWED = "reviewed"  # ("review/<effect>", 1) per image a correction decided
 
-    def __init__(self, config: IngestConfig, staging: str) -> None:
+    def __init__(
+        self, config: IngestConfig, staging: str, corrections: Corrections | None = None
+    ) -> None:
         self.config = config
         self.staging = staging
+        self.corrections = corrections or Corrections()
         self.seen = Metrics.counter(NAMESPACE, "seen")
         self.accepted = Metrics.counter(NAMESPACE, "decoded")
         self._pack: PackWriter | None = None
@@ -139,13 +145,29 @@ class Inspect(beam.DoFn):
         usable image, or a rejection row."""
         uri, label, split = element
         self.seen.inc()
-        if not label:
+        if not label and not self.corrections:
             yield self._reject(uri, label, "not_in_label_folder", "put it in <source>/<label>/")
             return
         try:
             data = storage.read_bytes(uri)
         except Exception as error:  # a vanished or unreadable object is a rejection, not a crash
             yield self._reject(uri, label, "unreadable_file", str(error))
+            return
+        content_hash = hash_bytes(data)
+        decision = self.corrections.lookup(uri, content_hash) if self.corrections else None
+        if decision is not None:
+            # The reviewer's decision wins over the folder or manifest label.
+            if decision.label is None:
+                yield beam.pvalue.TaggedOutput(self.REVIEWED, ("review/excluded", 1))
+                detail = f"excluded in review ({decision.origin})"
+                yield self._reject(uri, label, "rejected_in_review", detail)
+                return
+            yield beam.pvalue.TaggedOutput(self.REVIEWED, ("review/from_review", 1))
+            if decision.label != label:
+                yield beam.pvalue.TaggedOutput(self.REVIEWED, ("review/changed", 1))
+            label = decision.label
+        if not label:
+            yield self._reject(uri, label, "not_in_label_folder", "put it in <source>/<label>/")
             return
         target = (self.config.image_size, self.config.resize_mode)
         try:
@@ -156,7 +178,6 @@ class Inspect(beam.DoFn):
         except ImageRejected as rejection:
             yield self._reject(uri, label, rejection.reason, rejection.detail)
             return
-        content_hash = hash_bytes(data)
         pixels = encode_jpeg(fit_image(image, *target), self.config.jpeg_quality)
         if self._pack is None:
             self._pack = PackWriter(self.staging)
@@ -402,9 +423,9 @@ def build_pipeline(
         | "Distribute" >> beam.Reshuffle()
         | "Unbatch" >> beam.FlatMap(unbatch)
     )
-    decoded = files | "Inspect" >> beam.ParDo(Inspect(config, staging)).with_outputs(
-        Inspect.REJECTED, main="fingerprints"
-    )
+    decoded = files | "Inspect" >> beam.ParDo(
+        Inspect(config, staging, source.corrections)
+    ).with_outputs(Inspect.REJECTED, Inspect.REVIEWED, main="fingerprints")
     plan = decoded.fingerprints | "PlanDeduplication" >> beam.CombineGlobally(
         PlanDeduplicationFn(config.near_duplicate_distance, config.split_ratios, config.split_seed)
     )
@@ -435,7 +456,8 @@ def build_pipeline(
     outcomes = (
         (files | "Seen" >> beam.Map(lambda _: ("seen", 1)),
          rejected | "RejectReason" >> beam.Map(lambda row: (f"rejected/{row['reason']}", 1)),
-         duplicates)
+         duplicates,
+         decoded[Inspect.REVIEWED])
         | "AllOutcomes" >> beam.Flatten()
         | "CountOutcomes" >> beam.CombinePerKey(sum)
         | "CollectOutcomes" >> beam.combiners.ToDict()
@@ -565,14 +587,30 @@ def write_shards(examples: beam.PCollection, staging: str, config: IngestConfig)
         )
 
 
+def review_counts(source: Source, outcomes: dict) -> dict:
+    """The manifest's `review` block: which corrections files applied and, among the images
+    read, how many took their label from review (`from_review`; `changed` of them differ from
+    the source's label), were excluded by it, or were only in the corrections (`added`)."""
+    if not source.corrections.files:
+        return {}
+    return {
+        "files": list(source.corrections.files),
+        "decisions": len(source.corrections.by_uri),
+        "added": len(source.added),
+        **{key: outcomes.get(f"review/{key}", 0) for key in ("from_review", "changed", "excluded")},
+    }
+
+
 def run(
     source: str,
     out: str,
     config: IngestConfig = IngestConfig(),
     beam_args: list[str] | None = None,
+    corrections: list[str] | None = None,
 ) -> IngestSummary:
-    """Ingest a folder-per-class or manifest source into a dataset directory; return counts."""
-    resolved = resolve_source(source)
+    """Ingest a folder-per-class or manifest source into a dataset directory, with the
+    decisions of any `corrections` files (corrections.jsonl) winning; return counts."""
+    resolved = with_corrections(resolve_source(source), list(corrections or []))
     labels = resolved.labels
     out = out.rstrip("/")
     staging = beam_io.new_staging_dir(out)
@@ -641,6 +679,7 @@ def run(
         rejected_reasons=reasons,
         config=config.as_dict(),
         warnings=problems,
+        review=review_counts(resolved, outcomes),
     )
     beam_io.commit_staged(
         staging,
@@ -655,5 +694,6 @@ def run(
         counts=counts,
         rejected_reasons=reasons,
         warnings=problems,
+        review=manifest.review,
         **totals,
     )

@@ -3,6 +3,10 @@
 A manifest lists `uri,label[,split]` (split as Vertex AI's ML_USE: train, validation, test;
 empty or "unassigned" lets the content hash decide). Relative URIs are relative to the
 manifest's own folder. Every source yields (uri, label, split or None) items.
+
+Corrections (`corrections.jsonl` from `gallerytag review`, see components/common/corrections.py)
+ride along: images they name outside the source become one more partition, and `Inspect`
+lets a reviewer's decision win over the source's label.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from components.common import storage
+from components.common.corrections import Corrections, load_corrections
 from components.ingest.core import validate_label
 
 SourceItem = tuple[str, str, str | None]
+# Not a possible label (labels cannot contain "/"), so it never collides with a class folder.
+CORRECTIONS_PARTITION = "/corrections"
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json")
 SPLIT_NAMES = {
     "train": "train", "training": "train",
@@ -33,19 +40,28 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved source: what kind it is and its sorted labels."""
+    """A resolved source: what kind it is, its sorted labels (with any that only corrections
+    give) and the corrections that apply to it."""
 
     location: str
     kind: str  # "folder" or "manifest"
     labels: list[str]
+    corrections: Corrections = field(default_factory=Corrections)
+    folders: tuple[str, ...] | None = None  # class folders to list; None: one per label
+    added: tuple[SourceItem, ...] = ()  # images only the corrections name
 
     def partitions(self) -> list[str]:
-        """Independent pieces to list in parallel: "" (top level) + one per label, or the file."""
-        return ["", *self.labels] if self.kind == "folder" else [self.location]
+        """Independent pieces to list in parallel: "" (top level) + one per label, or the
+        file; plus the corrections' own images."""
+        folders = self.labels if self.folders is None else list(self.folders)
+        parts = ["", *folders] if self.kind == "folder" else [self.location]
+        return [*parts, CORRECTIONS_PARTITION] if self.added else parts
 
     def items(self, partition: str) -> Iterator[SourceItem]:
         """The (uri, label, split) items of one partition; label "" means "no label"."""
-        if self.kind == "manifest":
+        if partition == CORRECTIONS_PARTITION:
+            yield from self.added
+        elif self.kind == "manifest":
             yield from read_manifest_rows(self.location)
         elif partition == "":
             for uri in storage.list_files(self.location, recursive=False):
@@ -53,6 +69,44 @@ class Source:
         else:
             for uri in storage.list_files(storage.join(self.location, partition)):
                 yield uri, partition, None
+
+
+def with_corrections(source: Source, files: list[str]) -> Source:
+    """`source` with the decisions of these corrections files applied at ingest: their
+    labels (validated like folder names) join the label list, and images they name that the
+    source does not list are added (a decision of "none" still adds them, to be rejected
+    with a reason, so seen = accepted + rejected + duplicates keeps holding)."""
+    if not files:
+        return source
+    corrections = load_corrections(files)
+    for label in corrections.labels:
+        _label(label, f"corrections {', '.join(files)}")
+    # A folder source lists everything under its location, a manifest its rows; the rest
+    # of the corrected images are outside the source.
+    listed = (
+        {uri for uri, _, _ in read_manifest_rows(source.location)}
+        if source.kind == "manifest"
+        else None
+    )
+    prefix = source.location.rstrip("/") + "/"
+
+    def inside(uri: str) -> bool:
+        return uri in listed if listed is not None else uri.startswith(prefix)
+
+    added = tuple(
+        sorted(
+            (decision.uri, decision.label or "", None)
+            for decision in corrections.by_uri.values()
+            if decision.uri and not inside(decision.uri)
+        )
+    )
+    return replace(
+        source,
+        labels=sorted(set(source.labels) | corrections.labels),
+        corrections=corrections,
+        folders=tuple(source.labels) if source.kind == "folder" else None,
+        added=added,
+    )
 
 
 def parse_split(value: str | None, where: str) -> str | None:

@@ -375,6 +375,7 @@ def run(
         **asdict(summary),
         "images_per_second": round(summary.images_per_second, 2),
         "policy": policy.as_record(),  # which bars decided auto/review, what they promise
+        "labels": list(tagger.labels),  # the full label list: review rows carry only a top 3
     }
     beam_io.commit_staged(
         staging,
