@@ -95,7 +95,7 @@ def with_corrections(source: Source, files: list[str]) -> Source:
 
     added = tuple(
         sorted(
-            (decision.uri, decision.label or "", None)
+            (decision.uri, "", None)  # no source label: Inspect applies the decision
             for decision in corrections.by_uri.values()
             if decision.uri and not inside(decision.uri)
         )
