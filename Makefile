@@ -8,10 +8,11 @@ DEMO_DIR ?= demo-output
 DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-data test test-fast lint format bench compile pipeline-local images lock clean
+.PHONY: setup browser demo demo-data test test-fast lint format bench compile pipeline-local images lock clean
 
-## setup: create .venv, install the pinned stack, build Horovod (cached); a no-op when up to date
-setup: $(STAMP)
+## setup: create .venv, install the pinned stack, build Horovod (cached), and Debian's chromium
+## for the review page's browser test where we may install it; a no-op when up to date
+setup: $(STAMP) browser
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml third_party/horovod/build.sh third_party/horovod/xla-gpu-only.patch
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,15 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml third_party/horovod/bu
 	$(PY) -m pip check
 	@touch $@
 	@echo "setup: done ($(VENV))"
+
+## browser: Debian's chromium for tests/test_review_browser.py (Playwright drives it; its own
+## browser download is never used). Without root or apt-get the test skips and says why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	  echo "setup: chromium is not installed; the review page's browser test will skip"
 
 ## demo: build a Fashion-MNIST gallery, ingest -> train (horovodrun -np 2) -> evaluate -> promote -> tag
 demo: setup demo-data

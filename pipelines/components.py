@@ -25,29 +25,33 @@ def _component(func):
 
 
 @_component
-def fingerprint_source(source: str) -> str:
-    """A digest of the source listing (names and sizes, or the manifest's text): the cache
-    key of the ingest step, so unchanged galleries are not ingested twice."""
-    from components.ingest.sources import source_fingerprint
+def fingerprint_source(source: str, corrections: str) -> str:
+    """A digest of the source listing (names and sizes, or the manifest's text) and of the
+    corrections files' text: the cache key of the ingest step, so unchanged galleries are not
+    ingested twice and new review decisions always are."""
+    from components.ingest.sources import source_fingerprint, split_locations
 
-    return source_fingerprint(source)
+    return source_fingerprint(source, split_locations(corrections))
 
 
 @_component
 def ingest(
     source: str,
+    corrections: str,
     fingerprint: str,
     image_size: int,
     near_duplicate_distance: int,
     dataset: Output[Dataset],
 ) -> None:
-    """Validate, dedupe, split and shard the source into a dataset artifact."""
+    """Validate, dedupe, split and shard the source into a dataset artifact, with the
+    decisions of the (comma-separated) corrections files winning over the source's labels."""
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run
+    from components.ingest.sources import split_locations
 
     out = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
     config = IngestConfig(image_size=image_size, near_duplicate_distance=near_duplicate_distance)
-    summary = run(source, out, config)
+    summary = run(source, out, config, corrections=split_locations(corrections))
     dataset.metadata.update(
         {"dataset_hash": summary.dataset_hash, "fingerprint": fingerprint, "seen": summary.seen}
     )

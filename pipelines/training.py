@@ -13,6 +13,7 @@ from pipelines import components
 )
 def training_pipeline(
     source: str,
+    corrections: str = "",
     tracking_uri: str = "http://mlflow.gallerytag.svc.cluster.local:5000",
     registered_model: str = "gallerytag",
     experiment: str = "gallerytag",
@@ -33,11 +34,13 @@ def training_pipeline(
     max_recall_drop: float = 0.05,
     absolute_floor: float = 0.5,
 ) -> None:
-    """Train a tagger and promote it if it is really better."""
-    fingerprint = components.fingerprint_source(source=source)
+    """Train a tagger and promote it if it is really better. `corrections`: comma-separated
+    corrections.jsonl locations (gallerytag review), applied at ingest; empty for none."""
+    fingerprint = components.fingerprint_source(source=source, corrections=corrections)
     fingerprint.set_caching_options(False)  # must look at the source every time
     ingested = components.ingest(
         source=source,
+        corrections=corrections,
         fingerprint=fingerprint.output,
         image_size=image_size,
         near_duplicate_distance=near_duplicate_distance,

@@ -42,7 +42,12 @@ def test_compiled_pipelines_load_back(compiled: dict[str, Path]) -> None:
     parameters = training["root"]["inputDefinitions"]["parameters"]
     assert parameters["workers"]["parameterType"] == "NUMBER_INTEGER"
     assert parameters["source"]["parameterType"] == "STRING"
+    assert parameters["corrections"]["parameterType"] == "STRING"  # optional, "" = none
+    assert parameters["corrections"]["defaultValue"] == ""
     tasks = training["root"]["dag"]["tasks"]
+    for step in ("fingerprint-source", "ingest"):  # both see it: new decisions bust the cache
+        given = tasks[step]["inputs"]["parameters"]["corrections"]
+        assert given["componentInputParameter"] == "corrections"
     assert tasks["ingest"]["cachingOptions"].get("enableCache") is True
     assert not tasks["train"]["cachingOptions"].get("enableCache")
     condition = tasks["condition-1"]["triggerPolicy"]["condition"]

@@ -187,12 +187,21 @@ def resolve_source(location: str) -> Source:
     return Source(location, "folder", labels)
 
 
-def source_fingerprint(location: str) -> str:
-    """SHA-256 over every item (uri, label, split) and its size: changes when an image is
-    added, removed, relabelled or replaced by one of another size. Pipelines use it as the
-    ingest step's cache key; it lists the source but reads no image."""
+def split_locations(text: str) -> list[str]:
+    """Comma-separated locations (a KFP string parameter) as a list; empty gives none."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def source_fingerprint(location: str, corrections: list[str] | tuple[str, ...] = ()) -> str:
+    """SHA-256 over every item (uri, label, split) and its size, and over the text of each
+    corrections file: changes when an image is added, removed, relabelled or replaced by one
+    of another size, or a decision is added. Pipelines use it as the ingest step's cache
+    key; it lists the source but reads no image."""
     source = resolve_source(location)
     digest = hashlib.sha256()
+    for url in corrections:
+        digest.update(f"corrections\t{url}\n".encode())
+        digest.update(storage.read_bytes(url))
     if source.kind == "manifest":
         digest.update(storage.read_bytes(source.location))
     for partition in source.partitions():

@@ -77,6 +77,7 @@ def serve(
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(128)  # connections wait in the backlog until uvicorn accepts: no start-up race
     shown = f"[{host}]" if ":" in host else host
     query = "?token=..." if token else ""
     counts = session.counts()
