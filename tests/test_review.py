@@ -260,3 +260,44 @@ def test_label_studio_export_validates_and_round_trips(tags_dir: Path, tmp_path:
     assert len(export_tasks(queue, {queue.items[0].uri})) == 8
     assert import_export([{"data": {"image": "x"}, "annotations": []}]) == []
     assert storage.exists(str(back))
+
+
+def test_suspects_queue_from_an_evaluation_folder(tmp_path: Path) -> None:
+    """suspects.jsonl rows (from the real finder) become items with the given label and the
+    model's top 3; deciding one hashes the image so ingest can match it by content."""
+    import numpy as np
+
+    from components.common.images import content_hash
+    from components.evaluate.suspects import find_suspects
+    from tests.review_fixtures import grey_jpeg
+
+    names = ["cat", "dog"]
+    # Twelve images in each of two clusters; image 4 sits with the cats but is labelled dog.
+    embeddings = np.repeat(np.eye(2), 12, axis=0) + np.linspace(0, 0.01, 24)[:, None]
+    labels = np.repeat([0, 1], 12)
+    labels[4] = 1
+    probabilities = np.repeat([[0.9, 0.1], [0.1, 0.9]], 12, axis=0)
+    rows = find_suspects(embeddings, probabilities, labels, names)
+    assert [row["index"] for row in rows] == [4]
+    image = tmp_path / "images" / "four.jpg"
+    image.parent.mkdir()
+    image.write_bytes(grey_jpeg(90, 4))
+    rows[0]["uri"] = str(image)
+    del rows[0]["index"]
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    (folder / "suspects.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    per_class = [{"label": name} for name in names]
+    (folder / "evaluation.json").write_text(
+        json.dumps({"per_class": per_class, "model_version": "7"})
+    )
+
+    queue = load_queue(str(folder))
+    assert queue.kind == "suspects" and queue.labels == names
+    item = queue.items[0]
+    assert (item.given_label, item.top1, [t["label"] for t in item.top]) == ("dog", "cat", names)
+    assert item.margin == pytest.approx(0.8)
+    session = ReviewSession(queue, CorrectionsLog(queue.corrections_path), "tester")
+    row = session.decide(item.id, "accept")
+    assert row["content_hash"] == content_hash(image.read_bytes())
+    assert (row["label"], row["given_label"], row["model_version"]) == ("cat", "dog", "7")
