@@ -86,7 +86,9 @@ def write_gallery(root: Path) -> tuple[Path, dict[str, str], set[str]]:
 
 
 def train_and_test(dataset: str, name: str, root: Path, mlflow_server: str) -> tuple[float, str]:
-    """Train the same small recipe on a dataset; return its test top-1 and evaluation dir."""
+    """Train the same small recipe on a dataset; return its test top-1 and evaluation dir.
+    Suspects are searched with a lower confidence bar than the default 0.8: with 40% of a
+    class mislabelled, a model that has learnt the class is right but only ~0.6 sure."""
     config = TrainConfig(
         data=dataset,
         workers=1,
@@ -153,4 +155,6 @@ def test_reviewed_suspects_make_a_better_model(
     print(f"second top1 {second_top1:.3f}")
     manifest_json = json.loads((Path(second) / "manifest.json").read_text())
     assert manifest_json["review"]["changed"] == len(fixed)
-    assert second_top1 > first_top1
+    # Not luck: the retrained model is above the top of the first one's 95% interval.
+    first_interval = json.loads((Path(evaluation) / "evaluation.json").read_text())["top1"]
+    assert second_top1 > first_interval["high"] > first_top1, (second_top1, first_interval)
