@@ -125,6 +125,11 @@ def import_(export_file: str, out: str) -> None:
     `gallerytag ingest --corrections`."""
     from components.review.labelstudio import import_export
 
-    rows = import_export(json.loads(storage.read_text(export_file)), export_file)
+    tasks = json.loads(storage.read_text(export_file))
+    rows = import_export(tasks, export_file)
     storage.write_text(out, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
-    click.echo(f"review import: {len(rows)} decisions from {export_file} to {out}")
+    skipped = len(tasks) - len(rows)
+    click.echo(
+        f"review import: {len(rows)} decisions from {export_file} to {out}; {skipped} "
+        "task(s) without a (non-cancelled) choice skipped"
+    )
