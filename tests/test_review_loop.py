@@ -35,7 +35,7 @@ from tests.conftest import jpeg_bytes, pattern_image
 
 pytestmark = pytest.mark.slow
 LABELS = ("horizontal", "vertical", "square")
-TRAIN_PER_CLASS, VALIDATION_PER_CLASS, TEST_PER_CLASS = 40, 6, 30
+TRAIN_PER_CLASS, VALIDATION_PER_CLASS, TEST_PER_CLASS = 40, 6, 60
 NOISE = 0.4
 # The patterns faded toward grey under pixel noise: hard enough that the labels matter (on the
 # plain patterns both models score 1.0, the noise does not hurt), easy enough to learn.
@@ -88,13 +88,19 @@ def write_gallery(root: Path) -> tuple[Path, dict[str, str], set[str]]:
 def train_and_test(dataset: str, name: str, root: Path, mlflow_server: str) -> tuple[float, str]:
     """Train the same small recipe on a dataset; return its test top-1 and evaluation dir.
     Suspects are searched with a lower confidence bar than the default 0.8: with 40% of a
-    class mislabelled, a model that has learnt the class is right but only ~0.6 sure."""
+    class mislabelled, a model that has learnt the class is right but only ~0.6 sure (and a
+    false alarm costs the reviewer one keystroke, a missed label stays wrong)."""
+    # The recipe is pinned here, not taken from TrainConfig's defaults: the test is about
+    # what review does to the labels, so both trainings must be the same short, cheap run
+    # (a randomly initialised head for three epochs on the frozen backbone, no fine-tuning).
     config = TrainConfig(
         data=dataset,
         workers=1,
         batch_size=16,
+        head_init="random",
         head_epochs=3,
-        finetune_epochs=0,
+        finetune_blocks=0,
+        label_smoothing=0.0,
         learning_rate=3e-3,
         augment=False,
         experiment=name,
@@ -103,7 +109,7 @@ def train_and_test(dataset: str, name: str, root: Path, mlflow_server: str) -> t
     )
     result = train(config, mlflow_server)
     out = str(root / f"evaluation-{Path(dataset).name}")
-    suspects = SuspectConfig(min_confidence=0.5, neighbours=10, max_own_label_share=0.3)
+    suspects = SuspectConfig(min_confidence=0.4, neighbours=10, max_own_label_share=0.35)
     evaluation = evaluate(
         f"models:/{result.registered_model}/{result.version}",
         dataset,
