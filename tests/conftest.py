@@ -81,3 +81,26 @@ def write_broken_files(folder: Path) -> dict[str, str]:
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not a photo at all\n")
     return {"truncated.jpg": "truncated", "empty.jpg": "empty_file", "notes.jpg": "not_an_image"}
+
+
+def save_mlflow_tagger(path: Path, labels: list[str], size: int = 32) -> Path:
+    """A tiny real Keras tagger saved as a local MLflow model directory (what `--model`
+    takes besides models:/ URIs), with gallerytag metadata naming `labels`."""
+    import keras
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    from components.common.tracking import model_metadata
+
+    inputs = keras.Input((size, size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(len(labels), activation="softmax")(pooled))
+    probe = np.zeros((1, size, size, 3), np.float32)
+    mlflow.keras.save_model(
+        model,
+        str(path),
+        signature=infer_signature(probe, model.predict_on_batch(probe)),
+        pip_requirements=["keras"],
+        metadata=model_metadata(labels, size, "pad", multi_label=False, backbone="none"),
+    )
+    return path

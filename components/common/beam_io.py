@@ -1,7 +1,8 @@
 """Beam plumbing shared by the ingest and tag pipelines: runner defaults, JSONL sinks, commit.
 
-Both pipelines stage their files under `<out>/.staging-<id>/` and publish them with
-`commit_staged`, which writes a marker file last: no marker, no complete output.
+Both pipelines claim their output (`claim.py`), stage their files under
+`<out>/.staging-<run id>/` and publish them with `commit_staged`, which checks the files in
+place against the run's counts and writes a marker file last: no marker, no complete output.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import ctypes.util
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from components.common import storage
+from components.common.claim import OutputClaim
 
 log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -125,29 +126,25 @@ def _write_json(value: object, path: str) -> None:
     storage.write_text(path, json.dumps(value))
 
 
-def new_staging_dir(out: str) -> str:
-    """Create and return a fresh staging folder inside `out`."""
-    staging = storage.join(out, f".staging-{uuid.uuid4().hex[:12]}")
-    storage.makedirs(staging)
-    return staging
-
-
 def read_json(path: str) -> object:
     """Read a JSON file written by `write_json_value`."""
     return json.loads(storage.read_text(path))
 
 
 def commit_staged(
-    staging: str,
-    out: str,
+    claim: OutputClaim,
     marker: str,
     marker_text: str,
     is_previous_output: Callable[[str], bool],
+    verify: Callable[[list[str]], None],
 ) -> None:
-    """Publish staged files into `out`, replacing an earlier run's; write `marker` last.
+    """Publish the claim's staged files into its output, replacing an earlier run's; write
+    `marker` last, only after `verify` (given the output files now in place) accepts them.
 
     Files whose names start with "_" stay in staging (pipeline-internal figures).
     """
+    out, staging = claim.out, claim.staging
+    claim.verify()  # a run that lost its claim must not touch the output
     marker_path = storage.join(out, marker)
     if storage.exists(marker_path):
         storage.delete(marker_path)  # from here until the end, `out` is visibly incomplete
@@ -158,10 +155,14 @@ def commit_staged(
         name = staged.rsplit("/", 1)[-1]
         if not name.startswith("_"):
             storage.move(staged, storage.join(out, name))
+    # The marker's counts are checked against what is really in `out` now, not against
+    # what the pipeline believed it wrote.
+    committed = [
+        url
+        for url in storage.list_files(out, recursive=False)
+        if is_previous_output(url.rsplit("/", 1)[-1])
+    ]
+    verify(committed)
+    claim.verify()
     storage.write_text(marker_path, marker_text)
     storage.delete(staging, recursive=True)
-    # Staging folders of killed earlier runs: their work was redone by this run.
-    # (One run per output folder at a time; a concurrent run's staging would vanish too.)
-    for leftover in storage.list_dirs(out):
-        if leftover.startswith(".staging-"):
-            storage.delete(storage.join(out, leftover), recursive=True)

@@ -7,6 +7,7 @@ feature names and the manifest fields, so the three can never disagree.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,3 +80,19 @@ def shard_paths(dataset_dir: str, manifest: Manifest, split: str) -> list[str]:
     if missing:
         raise DatasetError(f"{dataset_dir}: shard(s) listed in the manifest are missing: {missing}")
     return paths
+
+
+def count_records(url: str) -> int:
+    """Number of records in one TFRecord file, from its framing alone (8-byte length, 4-byte
+    CRC, data, 4-byte CRC; no TensorFlow); a file cut short is an error."""
+    records = 0
+    with storage.open_file(url, "rb") as stream:
+        while header := stream.read(12):
+            if len(header) < 12:
+                raise DatasetError(f"{url} is cut short inside record {records}")
+            (length,) = struct.unpack("<Q", header[:8])
+            end = stream.seek(length + 4, 1)
+            if end > stream.size:
+                raise DatasetError(f"{url} is cut short inside record {records}")
+            records += 1
+    return records

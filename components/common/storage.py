@@ -365,3 +365,41 @@ def merge_metadata(url: str, updates: dict[str, str]) -> dict[str, str]:
             f"{METADATA_ATTEMPTS} attempts; retry later"
         ) from error.last_attempt.exception()
     raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+# --- GCS generation preconditions (the output claim) -------------------------------------
+
+
+def gcs_generation(url: str) -> tuple[int, float, str] | None:
+    """(generation, last update as a Unix time, text) of a small gs:// object, or None."""
+    from google.api_core.exceptions import NotFound
+
+    blob = _gcs_blob(url)
+    try:
+        blob.reload()
+        generation, updated = int(blob.generation), blob.updated.timestamp()
+        text = blob.download_as_bytes(if_generation_match=generation).decode(errors="replace")
+    except NotFound:
+        return None
+    return generation, updated, text
+
+
+def gcs_write_if_generation(url: str, data: bytes, generation: int) -> int:
+    """Upload `data` only if the object is at `generation` (0: only if absent); return the
+    new generation. FileExistsError when the object is not at that generation."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    blob = _gcs_blob(url)
+    try:
+        blob.upload_from_string(data, if_generation_match=generation)
+    except PreconditionFailed:
+        raise FileExistsError(f"{url} changed (expected generation {generation})") from None
+    return int(blob.generation)
+
+
+def gcs_delete_if_generation(url: str, generation: int) -> None:
+    """Delete a gs:// object only if it is still at `generation` (else nothing happens)."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    with contextlib.suppress(NotFound, PreconditionFailed):
+        _gcs_blob(url).delete(if_generation_match=generation)

@@ -27,6 +27,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from components.common import beam_io, dataset, storage
+from components.common.claim import OutputClaim, claim_output
 from components.common.corrections import Corrections
 from components.common.images import (
     DecodeLimits,
@@ -611,9 +612,16 @@ def run(
     """Ingest a folder-per-class or manifest source into a dataset directory, with the
     decisions of any `corrections` files (corrections.jsonl) winning; return counts."""
     resolved = with_corrections(resolve_source(source), list(corrections or []))
+    with claim_output(out.rstrip("/")) as claim:
+        return _ingest_claimed(claim, resolved, config, beam_args)
+
+
+def _ingest_claimed(
+    claim: OutputClaim, resolved: Source, config: IngestConfig, beam_args: list[str] | None
+) -> IngestSummary:
+    """The ingest run proper, holding the output's claim."""
     labels = resolved.labels
-    out = out.rstrip("/")
-    staging = beam_io.new_staging_dir(out)
+    out, staging = claim.out, claim.staging
     pipeline = beam_io.new_pipeline(beam_args or [])
     build_pipeline(pipeline, resolved, staging, config)
     pipeline.run().wait_until_finish()
@@ -682,11 +690,11 @@ def run(
         review=review_counts(resolved, outcomes),
     )
     beam_io.commit_staged(
-        staging,
-        out,
+        claim,
         dataset.MANIFEST_NAME,
         manifest.to_json(),
         lambda name: name.endswith(".tfrecord") or name in ("rejected.jsonl", "duplicates.jsonl"),
+        lambda committed: check_committed(committed, manifest, out),
     )
     return IngestSummary(
         out=out,
@@ -697,3 +705,29 @@ def run(
         review=manifest.review,
         **totals,
     )
+
+
+def check_committed(files: list[str], manifest: dataset.Manifest, out: str) -> None:
+    """Refuse to write manifest.json when the records in place differ from its counts."""
+    found: dict[str, int] = {}
+    for url in files:
+        name = url.rsplit("/", 1)[-1]
+        if name.endswith(".tfrecord"):
+            key = name.split("-", 1)[0]
+            found[key] = found.get(key, 0) + dataset.count_records(url)
+        else:
+            with storage.open_file(url, "rb") as stream:
+                found[name] = sum(1 for line in stream if line.strip())
+    expected = {split: manifest.split_size(split) for split in dataset.SPLITS}
+    expected["rejected.jsonl"] = manifest.totals["rejected"]
+    expected["duplicates.jsonl"] = manifest.totals["duplicates"]
+    problems = [
+        f"{key}: {found.get(key, 0)} on disk, {value} counted"
+        for key, value in expected.items()
+        if found.get(key, 0) != value
+    ]
+    if problems:
+        raise RuntimeError(
+            f"dataset in {out} does not match the run's counts "
+            f"({'; '.join(problems)}); no manifest.json was written: run the same command again"
+        )

@@ -20,6 +20,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.common import beam_io, storage
+from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec
 from components.tag.handler import KerasImageHandler
@@ -342,8 +343,22 @@ def run(
     if outputs.write_metadata and not source.startswith("gs://"):
         raise ValueError("--write-metadata needs a gs:// source (object metadata is GCS-only)")
     tagger = stage_model_for_workers(tagger, beam_args or [])
+    with claim_output(out) as claim:
+        return _tag_claimed(claim, source, tagger, policy, outputs, beam_args, test_pipeline)
+
+
+def _tag_claimed(
+    claim: OutputClaim,
+    source: str,
+    tagger: TaggerSpec,
+    policy: TagPolicy,
+    outputs: TagOutputs,
+    beam_args: list[str] | None,
+    test_pipeline: beam.Pipeline | None,
+) -> TagSummary:
+    """The tagging run proper, holding the output's claim."""
+    out, staging = claim.out, claim.staging
     started = time.perf_counter()
-    staging = beam_io.new_staging_dir(out)
     pipeline = test_pipeline or beam_io.new_pipeline(beam_args or [])
     previous = (
         read_previous_rows(pipeline, out, tagger)
@@ -378,10 +393,58 @@ def run(
         "labels": list(tagger.labels),  # the full label list: review rows carry only a top 3
     }
     beam_io.commit_staged(
-        staging,
-        out,
+        claim,
         SUCCESS_NAME,
         json.dumps(record, indent=2, sort_keys=True),
         lambda name: is_tag_shard(name) or name in ("review.jsonl", "rejected.jsonl"),
+        lambda committed: check_committed(committed, summary),
     )
     return summary
+
+
+def committed_counts(files: list[str]) -> dict[str, int]:
+    """Rows per status in the tag shards among `files`, and the lines of the review queue and
+    the rejects: what a reader of the output really finds."""
+    counts = {"auto": 0, "review": 0, "review.jsonl": 0, "rejected.jsonl": 0}
+    for url in files:
+        name = url.rsplit("/", 1)[-1]
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            with storage.open_file(url, "rb") as stream:
+                statuses = pq.read_table(stream, columns=["status"]).column("status").to_pylist()
+        elif name.endswith(".jsonl"):
+            with storage.open_file(url, "r") as stream:
+                lines = [line for line in stream if line.strip()]
+            if not is_tag_shard(name):
+                counts[name] = counts.get(name, 0) + len(lines)
+                continue
+            statuses = [json.loads(line)["status"] for line in lines]
+        else:
+            continue
+        for status in statuses:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def check_committed(files: list[str], summary: TagSummary) -> None:
+    """Refuse to write _SUCCESS.json when the rows in place differ from the run's counts."""
+    found = committed_counts(files)
+    expected = {
+        "auto": summary.auto,
+        "review": summary.review,
+        "review.jsonl": summary.review,
+        "rejected.jsonl": summary.rejected,
+    }
+    problems = [
+        f"{key}: {found.get(key, 0)} on disk, {value} counted"
+        for key, value in expected.items()
+        if found.get(key, 0) != value
+    ]
+    problems += [f"unexpected status {key!r} on disk" for key in sorted(set(found) - set(expected))]
+    if problems:
+        detail = "; ".join(problems)
+        raise RuntimeError(
+            f"tagging output in {summary.out} does not match the run's counts ({detail}); "
+            f"no {SUCCESS_NAME} was written: run the same command again"
+        )

@@ -1,0 +1,104 @@
+"""The output claim: one run per output folder, stale claims and staging taken over, and the
+marker refused when the files in place do not match the counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.common import beam_io, claim, storage
+from components.common.claim import OutputBusy, acquire, claim_output
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_held_output_is_refused_and_free_again_after_release(tmp_path: Path) -> None:
+    """A second claim on a held folder fails naming the holder; after release it succeeds."""
+    out = str(tmp_path / "out")
+    first = acquire(out)
+    with pytest.raises(OutputBusy, match=f"pid {os.getpid()}.*another output"):
+        acquire(out)
+    first.release()
+    assert not (tmp_path / "out" / claim.CLAIM_NAME).exists()
+    acquire(out).release()
+
+
+def test_a_claim_of_a_killed_run_is_taken_over_with_its_staging(tmp_path: Path) -> None:
+    """A SIGKILLed holder leaves its claim and staging; the next run proves them stale."""
+    out = tmp_path / "out"
+    code = (
+        "import sys, time; from components.common.claim import claim_output;"
+        "cm = claim_output(sys.argv[1]); print(cm.__enter__().staging, flush=True);"
+        "time.sleep(60)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=ROOT, text=True, stdout=subprocess.PIPE, env=env
+    )
+    staging = holder.stdout.readline().strip()
+    (Path(staging) / "part.jsonl").write_text("{}\n")
+    with pytest.raises(OutputBusy, match=f"pid {holder.pid}"):
+        acquire(str(out))  # alive: refused
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with claim_output(str(out)) as mine:
+        assert not Path(staging).exists()
+        assert Path(mine.staging).is_dir()
+    assert [p.name for p in out.iterdir()] == [Path(mine.staging).name]  # kept to inspect
+
+
+def test_another_runs_staging_survives_a_commit(tmp_path: Path) -> None:
+    """Committing removes only this run's staging: a folder of a run that holds no claim is
+    removed when the claim is taken, never during someone's commit."""
+    out = tmp_path / "out"
+    with claim_output(str(out)) as mine:
+        Path(mine.staging, "rows.jsonl").write_text('{"a": 1}\n')
+        foreign = out / ".staging-foreign"  # appears after our claim: not ours to judge
+        foreign.mkdir()
+        beam_io.commit_staged(mine, "_DONE", "{}", lambda name: name == "rows.jsonl",
+                              lambda files: None)  # fmt: skip
+    assert foreign.is_dir() and (out / "_DONE").exists() and (out / "rows.jsonl").exists()
+
+
+def test_marker_is_refused_when_committed_files_do_not_match(tmp_path: Path) -> None:
+    """verify sees the files in place; when it refuses, no marker is written."""
+    out = tmp_path / "out"
+
+    def verify(files: list[str]) -> None:
+        lines = sum(len(storage.read_text(f).splitlines()) for f in files)
+        if lines != 2:
+            raise RuntimeError(f"{lines} rows on disk, 2 counted")
+
+    with claim_output(str(out)) as mine:
+        Path(mine.staging, "rows.jsonl").write_text('{"a": 1}\n')  # one row lost
+        with pytest.raises(RuntimeError, match="1 rows on disk"):
+            beam_io.commit_staged(mine, "_DONE", "{}", lambda n: n == "rows.jsonl", verify)
+    assert not (out / "_DONE").exists()
+
+
+def test_gcs_claim_is_exclusive_and_stale_after_silence(gcs_bucket: str, monkeypatch) -> None:
+    """On gs:// a live claim refuses a second run; one silent for STALE_S is taken over; a
+    run whose claim was taken over cannot commit."""
+    out = f"gs://{gcs_bucket}/tags"
+    first = acquire(out)
+    try:
+        assert json.loads(storage.read_text(first.path))["run_id"] == first.run_id
+        with pytest.raises(OutputBusy, match="another gallerytag run"):
+            acquire(out)
+        monkeypatch.setattr(claim, "STALE_S", 0.0)
+        time.sleep(0.01)
+        second = acquire(out)
+        with pytest.raises(OutputBusy, match="took over"):
+            first.verify()
+        second.verify()
+        second.release()
+        assert not storage.exists(second.path)
+    finally:
+        first._stop.set()
