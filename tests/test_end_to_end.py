@@ -159,8 +159,13 @@ def test_tag_a_folder_accounts_for_every_file(trained: dict, tracking_env: str) 
     assert {Path(r["uri"]).name: r["reason"] for r in rejected} == broken
     review = (out / "review.jsonl").read_text().splitlines()
     assert len(review) == summary.review
-    manifest = json.loads((out / "_SUCCESS.json").read_text())
-    assert manifest["seen"] == manifest["auto"] + manifest["review"] + manifest["rejected"]
+    # _SUCCESS.json must describe the files a reader finds, not what the run believed.
+    success = json.loads((out / "_SUCCESS.json").read_text())
+    assert success["seen"] == len(rows) + len(rejected) == 15
+    for status in ("auto", "review"):
+        assert success[status] == sum(row["status"] == status for row in rows)
+    assert success["rejected"] == len(rejected)
+    assert success["review"] == len(review)
 
 
 def test_default_policy_keeps_its_promised_precision(

@@ -233,3 +233,39 @@ def test_killed_ingest_never_looks_complete(tmp_path: Path) -> None:
         for split in dataset.SPLITS:
             dataset.shard_paths(str(out), manifest, split)  # every listed shard is there
         assert manifest.image_size == 32  # the old, complete dataset
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["move:0", "move:3", "marker"])
+def test_killed_inside_the_ingest_commit_then_rerun(tmp_path: Path, point: str) -> None:
+    """SIGKILL a re-ingest inside its commit: never a manifest beside missing or foreign
+    shards; the rerun leaves the new dataset, its counts equal to the records on disk."""
+    gallery = write_pattern_gallery(tmp_path / "g", 20, ("a", "b"))
+    out = tmp_path / "d"
+    run(str(gallery), str(out), IngestConfig(image_size=32), IN_MEMORY)
+    arguments = json.dumps({"source": str(gallery), "out": str(out), "image_size": 48})
+    step = [sys.executable, "-m", "tests.kill_points"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    quiet = {"cwd": ROOT, "env": env, "stderr": subprocess.DEVNULL, "timeout": 300}
+    assert subprocess.run([*step, point, "ingest", arguments], **quiet).returncode == -9
+    if point == "marker":
+        _assert_complete(out, 48)
+    else:
+        assert not (out / "manifest.json").exists()
+    assert subprocess.run([*step, "none", "ingest", arguments], **quiet).returncode == 0
+    _assert_complete(out, 48)
+    assert not list(out.glob(".staging-*")) and not (out / "_CLAIM.json").exists()
+
+
+def _assert_complete(out: Path, image_size: int) -> None:
+    """The manifest's shards are exactly the shards on disk and hold its counts."""
+    manifest = dataset.read_manifest(str(out))
+    assert manifest.image_size == image_size
+    listed = sorted(name for names in manifest.shards.values() for name in names)
+    assert listed == sorted(p.name for p in out.glob("*.tfrecord"))
+    for split in dataset.SPLITS:
+        records = sum(
+            dataset.count_records(p) for p in dataset.shard_paths(str(out), manifest, split)
+        )
+        assert records == manifest.split_size(split)
+    assert manifest.totals["accepted"] == 40
