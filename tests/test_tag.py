@@ -403,3 +403,27 @@ def test_bad_label_threshold_is_named(tmp_path: Path) -> None:
             "--label-threshold", "winter"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "'winter' is not LABEL=P" in result.output
+
+
+def test_model_labels_that_escape_folders_are_refused(tmp_path: Path) -> None:
+    """A label like ../../x in a model's metadata is refused when the model is loaded."""
+    from components.common.tracking import fetch_tagger
+    from tests.conftest import save_mlflow_tagger
+
+    model = save_mlflow_tagger(tmp_path / "model", ["../../../x", "fine"])
+    with pytest.raises(ValueError, match=r"unusable label.*'\.\./\.\./\.\./x'.*path separator"):
+        fetch_tagger(str(model), str(tmp_path / "dl"))
+
+
+def test_copy_to_never_writes_outside_its_root(tmp_path: Path) -> None:
+    """Whatever a row's label says, --copy-to writes only under its root."""
+    from components.tag.pipeline import CopyToLabelFolder
+
+    image = tmp_path / "in" / "a.jpg"
+    image.parent.mkdir()
+    image.write_bytes(_gray(20, 1))
+    root = tmp_path / "sorted" / "inner"
+    row = {"uri": str(image), "content_hash": "ab" * 32, "status": "auto", "top1": "../../x"}
+    with pytest.raises(ValueError, match="outside"):
+        list(CopyToLabelFolder(str(root)).process(row))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [image]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,28 @@ FEATURE_URI = "image/source_uri"
 
 class DatasetError(ValueError):
     """The dataset directory is missing, incomplete or inconsistent."""
+
+
+def validate_label(label: object) -> str:
+    """Return the label if it is safe as a folder name and a class name, else raise ValueError.
+
+    Checked wherever labels enter: ingest (folder names, manifest rows) and every model load,
+    because tag writes into `<root>/<label>/` folders.
+    """
+    problem = None
+    if not isinstance(label, str):
+        problem = f"it is a {type(label).__name__}, not a string"
+    elif not label or not label.strip():
+        problem = "it is empty"
+    elif "/" in label or "\\" in label:
+        problem = "it contains a path separator"
+    elif label in (".", "..") or ".." in label:
+        problem = "it contains '..'"
+    elif any(unicodedata.category(ch).startswith("C") for ch in label):
+        problem = "it contains control characters"
+    if problem:
+        raise ValueError(f"label {label!r} is not allowed: {problem}. Rename the folder or row.")
+    return label
 
 
 @dataclass

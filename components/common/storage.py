@@ -61,6 +61,20 @@ def join(url: str, *parts: str) -> str:
     return head + tail
 
 
+def is_within(root: str, url: str) -> bool:
+    """Whether `url` resolves to a place inside `root` (local: symlinks and ".." resolved;
+    elsewhere: "." and ".." segments folded, as a client would name the object)."""
+    root_fs, root_path = filesystem(root)
+    url_fs, path = filesystem(url)
+    if type(root_fs) is not type(url_fs):
+        return False
+    if isinstance(url_fs, LocalFileSystem):
+        root_path, path = os.path.realpath(root_path), os.path.realpath(path)
+    else:
+        root_path, path = posixpath.normpath(root_path), posixpath.normpath(path)
+    return path != root_path and path.startswith(root_path.rstrip("/") + "/")
+
+
 @contextlib.contextmanager
 def _naming(url: str) -> Iterator[None]:
     """Re-raise a backend's bare FileNotFoundError (it names an API path) with the URL."""

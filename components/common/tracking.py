@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from components.common.dataset import validate_label
+
 log = logging.getLogger(__name__)
 METADATA_KEY = "gallerytag"
 SERVER_START_TIMEOUT_S = 120
@@ -169,6 +171,15 @@ class TaggerSpec:
     version: str | None
     backbone: str | None = None  # registry name of the pretrained network it was tuned from
     weights: str = "imagenet"  # the backbone's starting weights ("imagenet", "none", a file)
+
+    def __post_init__(self) -> None:
+        # Labels name the folders `tag --copy-to` writes into: one like "../../x" from a
+        # model's metadata would write outside them.
+        for label in self.labels:
+            try:
+                validate_label(label)
+            except ValueError as error:
+                raise ValueError(f"model {self.uri} has an unusable label: {error}") from None
 
     def load(self):
         """Load the Keras model (call once per process: it is the expensive part)."""

@@ -6,7 +6,6 @@ No Beam, no I/O: the pipeline in `pipeline.py` calls these per element, and test
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -16,7 +15,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from components.common.dataset import SPLITS
+from components.common.dataset import SPLITS, validate_label  # noqa: F401 (ingest's API)
 
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
@@ -57,22 +56,6 @@ class IngestConfig:
     def as_dict(self) -> dict:
         """A JSON-ready copy for the manifest."""
         return asdict(self)
-
-
-def validate_label(label: str) -> str:
-    """Return the label if it is safe as a folder name and a class name, else raise ValueError."""
-    problem = None
-    if not label or not label.strip():
-        problem = "it is empty"
-    elif "/" in label or "\\" in label:
-        problem = "it contains a path separator"
-    elif label in (".", "..") or ".." in label:
-        problem = "it contains '..'"
-    elif any(unicodedata.category(ch).startswith("C") for ch in label):
-        problem = "it contains control characters"
-    if problem:
-        raise ValueError(f"label {label!r} is not allowed: {problem}. Rename the folder or row.")
-    return label
 
 
 def split_key(content_hash: str, seed: int = 0) -> int:

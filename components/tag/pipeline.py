@@ -185,7 +185,10 @@ class CopyToLabelFolder(beam.DoFn):
         """Copy, naming the file by content hash + original name so names never collide."""
         folder = row["top1"] if row["status"] == "auto" else f"_review/{row['top1']}"
         name = f"{row['content_hash'][:12]}_{row['uri'].rsplit('/', 1)[-1]}"
-        storage.copy(row["uri"], storage.join(self.root, folder, name))
+        target = storage.join(self.root, folder, name)
+        if not storage.is_within(self.root, target):
+            raise ValueError(f"refusing to copy {row['uri']} to {target}: outside {self.root}")
+        storage.copy(row["uri"], target)
         yield row
 
 
