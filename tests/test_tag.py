@@ -427,3 +427,25 @@ def test_copy_to_never_writes_outside_its_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="outside"):
         list(CopyToLabelFolder(str(root)).process(row))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [image]
+
+
+def test_incremental_run_applies_a_changed_policy_to_every_row(brightness_tagger, tmp_path):
+    """--incremental with a stricter --min-score: no row keeps its old status; the policy
+    used is in _SUCCESS.json."""
+    source = tmp_path / "inbox"
+    source.mkdir()
+    for index, level in enumerate((20, 100, 140, 235)):
+        (source / f"{index}.jpg").write_bytes(_gray(level, index))
+    out = tmp_path / "tags"
+    outputs = TagOutputs(incremental=True)
+    first = run(str(source), str(out), brightness_tagger, TagPolicy(0.5, 0.1), outputs, IN_MEMORY)
+    assert first.auto == 4
+    strict = TagPolicy(min_score=0.999, min_margin=0.1)
+    summary = run(str(source), str(out), brightness_tagger, strict, outputs, IN_MEMORY)
+    assert summary.carried == 0 and summary.review > 0  # the old run had them all auto
+    for row in _rows(out, "tags-*.jsonl"):
+        expected = "review" if row["score"] < 0.999 or row["margin"] < 0.1 else "auto"
+        assert row["status"] == expected, row
+    assert json.loads((out / "_SUCCESS.json").read_text())["policy"]["min_score"] == 0.999
+    again = run(str(source), str(out), brightness_tagger, strict, outputs, IN_MEMORY)
+    assert again.carried == 4  # same policy: unchanged images are carried again

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from components.common.tracking import TaggerSpec
 from components.tag.handler import KerasImageHandler
 from components.tag.policy import TagPolicy, rejected_row, tag_row
 
+log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.tag"
 SUCCESS_NAME = "_SUCCESS.json"
 
@@ -137,9 +139,23 @@ def is_tag_shard(name: str) -> bool:
     return name.startswith("tags-") and name.endswith((".jsonl", ".parquet"))
 
 
-def read_previous_rows(pipeline: beam.Pipeline, out: str, tagger: TaggerSpec) -> beam.PCollection:
-    """(uri, row) of the last complete output's rows made by this very model version."""
-    if not storage.exists(storage.join(out, SUCCESS_NAME)):
+def policy_record(policy: TagPolicy) -> dict:
+    """The policy as _SUCCESS.json records it, in JSON types (to compare with a read one)."""
+    return json.loads(json.dumps(policy.as_record(), sort_keys=True))
+
+
+def read_previous_rows(
+    pipeline: beam.Pipeline, out: str, tagger: TaggerSpec, policy: TagPolicy
+) -> beam.PCollection:
+    """(uri, row) of the last complete output's rows made by this very model version under
+    this very policy. A row's status came from its run's policy and a row keeps only its
+    top labels, so under another policy nothing is carried: every image is tagged again."""
+    success = storage.join(out, SUCCESS_NAME)
+    if not storage.exists(success):
+        return pipeline | "NoPreviousRows" >> beam.Create([])
+    previous_policy = json.loads(storage.read_text(success)).get("policy")
+    if previous_policy != policy_record(policy):
+        log.warning("the tag policy differs from the previous run's: re-tagging every image")
         return pipeline | "NoPreviousRows" >> beam.Create([])
     shards = [
         u for u in storage.list_files(out, recursive=False) if is_tag_shard(u.rsplit("/", 1)[-1])
@@ -364,7 +380,7 @@ def _tag_claimed(
     started = time.perf_counter()
     pipeline = test_pipeline or beam_io.new_pipeline(beam_args or [])
     previous = (
-        read_previous_rows(pipeline, out, tagger)
+        read_previous_rows(pipeline, out, tagger, policy)
         if outputs.incremental
         else pipeline | "NoPreviousRows" >> beam.Create([])
     )
@@ -392,7 +408,7 @@ def _tag_claimed(
     record = {
         **asdict(summary),
         "images_per_second": round(summary.images_per_second, 2),
-        "policy": policy.as_record(),  # which bars decided auto/review, what they promise
+        "policy": policy_record(policy),  # which bars decided auto/review, what they promise
         "labels": list(tagger.labels),  # the full label list: review rows carry only a top 3
     }
     beam_io.commit_staged(
