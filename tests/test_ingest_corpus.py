@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,40 @@ def test_manifest_errors_are_clear(tmp_path: Path) -> None:
     bad_split.write_text(json.dumps({"uri": "x.jpg", "label": "a", "split": "holdout"}) + "\n")
     with pytest.raises(SourceError, match="holdout"):
         run(str(bad_split), str(tmp_path / "o"))
+
+
+def test_broken_datasets_are_refused(tmp_path: Path) -> None:
+    """All images rejected, or a label folder without images: a clear error, no manifest."""
+    from tests.conftest import write_broken_files
+
+    broken = tmp_path / "broken"
+    write_broken_files(broken / "a")
+    with pytest.raises(dataset.DatasetError, match=r"no image of .* was accepted.*empty_file 1"):
+        run(str(broken), str(tmp_path / "o1"), IngestConfig(image_size=32), IN_MEMORY)
+    assert not (tmp_path / "o1" / "manifest.json").exists()
+    gallery = write_pattern_gallery(tmp_path / "g", 6, ("a", "b"))
+    (gallery / "empty").mkdir()
+    with pytest.raises(dataset.DatasetError, match=r"'empty' .* no usable image"):
+        run(str(gallery), str(tmp_path / "o2"), IngestConfig(image_size=32), IN_MEMORY)
+    assert not (tmp_path / "o2" / "manifest.json").exists()
+
+
+def test_manifest_encoding_and_types(tmp_path: Path) -> None:
+    """A CSV saved with a byte-order mark keeps its header out of the labels; JSONL labels,
+    URIs and splits must be strings."""
+    from components.ingest.sources import SourceError, resolve_source
+
+    with_bom = tmp_path / "bom.csv"
+    with_bom.write_bytes("uri,label\nx.jpg,cat\ny.jpg,dog\n".encode("utf-8-sig"))
+    assert resolve_source(str(with_bom)).labels == ["cat", "dog"]
+    for bad, shown in (({"label": None}, "null"), ({"label": ["a", "b"]}, '["a", "b"]'),
+                       ({"label": "a", "split": 1}, "1")):  # fmt: skip
+        manifest = tmp_path / "bad.jsonl"
+        manifest.write_text(json.dumps({"uri": "x.jpg", **bad}) + "\n")
+        with pytest.raises(
+            SourceError, match=rf"line 1: \w+ must be a string, not {re.escape(shown)}"
+        ):
+            resolve_source(str(manifest))
 
 
 def _photo_crop(name: str, box: tuple[int, int, int, int], size=None, quality=92) -> bytes:

@@ -663,6 +663,7 @@ def _ingest_claimed(
             f"ingest lost track of files: saw {seen}, accounted for "
             f"{accepted + rejected + duplicates} (staged output kept in {staging})"
         )
+    refuse_empty(counts, labels, resolved.location, rejected, reasons, staging)
     problems = small_classes(counts, labels, config.split_ratios)
     if problems and config.small_class_policy == "error":
         storage.delete(staging, recursive=True)
@@ -705,6 +706,31 @@ def _ingest_claimed(
         review=manifest.review,
         **totals,
     )
+
+
+def refuse_empty(
+    counts: dict[str, dict[str, int]],
+    labels: list[str],
+    source: str,
+    rejected: int,
+    reasons: dict[str, int],
+    staging: str,
+) -> None:
+    """No dataset without images, and no label without one: either would train a model on
+    nothing or with a class it never saw."""
+    per_label = {label: sum(counts[split].get(label, 0) for split in counts) for label in labels}
+    if not any(per_label.values()):
+        why = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+        raise dataset.DatasetError(
+            f"no image of {source} was accepted ({rejected} rejected: {why or 'none found'}); "
+            f"see {storage.join(staging, 'rejected.jsonl')} for each file's reason"
+        )
+    empty = [label for label, count in per_label.items() if count == 0]
+    if empty:
+        raise dataset.DatasetError(
+            f"label(s) {', '.join(map(repr, empty))} of {source} have no usable image; add "
+            "images or remove those folders / manifest rows"
+        )
 
 
 def check_committed(files: list[str], manifest: dataset.Manifest, out: str) -> None:

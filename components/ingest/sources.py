@@ -127,7 +127,9 @@ def _resolve(uri: str, manifest: str) -> str:
 
 def read_manifest_rows(manifest: str) -> Iterator[SourceItem]:
     """Stream (uri, label, split) rows from a CSV (header optional) or JSONL manifest."""
-    with storage.open_file(manifest, "r") as stream:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark, which would otherwise
+    # glue itself to the first header cell (and make the header a phantom label).
+    with storage.open_file(manifest, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig") as stream:
         if manifest.lower().endswith(".csv"):
             yield from _csv_rows(stream, manifest)
         else:
@@ -157,8 +159,14 @@ def _jsonl_rows(stream: io.TextIOBase, manifest: str) -> Iterator[SourceItem]:
             uri, label = row["uri"], row["label"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise SourceError(f"{where}: expected a JSON object with uri and label") from None
+        for key in ("uri", "label", "split"):
+            if not isinstance(row.get(key, ""), str) and not (key == "split" and row[key] is None):
+                raise SourceError(
+                    f"{where}: {key} must be a string, not {json.dumps(row[key])} "
+                    f"({type(row[key]).__name__})"
+                )
         split = parse_split(row.get("split"), where)
-        yield _resolve(str(uri).strip(), manifest), _label(str(label), where), split
+        yield _resolve(uri.strip(), manifest), _label(label, where), split
 
 
 def _label(value: str, where: str) -> str:
