@@ -122,9 +122,31 @@ def run_command(local: bool, source: str | None, work_dir: str | None, params) -
         click.echo(f"browse the runs: {LocalStore(gallerytag_home()).ui_command()}")
 
 
-def _client(host: str):
-    import kfp
+def check_params(package: Path, name: str, arguments: dict[str, object]) -> None:
+    """Refuse parameters the compiled pipeline does not declare, before any request."""
+    import yaml
 
+    declared = yaml.safe_load(package.read_text())["root"]["inputDefinitions"]["parameters"]
+    unknown = sorted(set(arguments) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"pipeline {name} has no parameter {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(declared))}"
+        )
+
+
+def _client(host: str):
+    """A kfp.Client for `host`, after checking the host answers at all (else one line)."""
+    import kfp
+    import requests
+
+    try:
+        requests.get(host.rstrip("/") + "/apis/v2beta1/healthz", timeout=10)
+    except requests.RequestException as error:
+        raise ValueError(
+            f"KFP host {host} is not reachable ({type(error).__name__}); check --host / "
+            "KFP_HOST and the port-forward (docs/operations.md)"
+        ) from None
     return kfp.Client(host=host)
 
 
@@ -143,6 +165,7 @@ def submit_command(
     arguments = parse_params(params)  # a bad pair fails before any request is sent
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_all(tmp)[name]
+        check_params(package, name, arguments)
         run = _client(host).create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
@@ -172,11 +195,13 @@ def schedule_command(
     service_account: str,
 ) -> None:
     """Upload a pipeline and create a recurring run on a cron schedule."""
-    arguments = parse_params(params)  # a bad pair fails before any request is sent
-    client = _client(host)
+    arguments = parse_params(params)  # a bad pair or cron fails before any request is sent
+    cron_expression = kfp_cron(cron)
     pipeline_name = f"gallerytag-{name}"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(compile_all(tmp)[name])
+        check_params(Path(package), name, arguments)
+        client = _client(host)
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:
             pipeline_id = client.upload_pipeline(package, pipeline_name=pipeline_name).pipeline_id
@@ -191,11 +216,11 @@ def schedule_command(
     recurring = client.create_recurring_run(
         experiment_id=found.experiment_id,
         job_name=job_name or f"gallerytag-{name}-nightly",
-        cron_expression=kfp_cron(cron),
+        cron_expression=cron_expression,
         pipeline_id=pipeline_id,
         version_id=version_id,
         params=arguments,
         max_concurrency=1,
         service_account=service_account,
     )
-    click.echo(f"recurring run {recurring.recurring_run_id} scheduled ({kfp_cron(cron)})")
+    click.echo(f"recurring run {recurring.recurring_run_id} scheduled ({cron_expression})")

@@ -159,6 +159,8 @@ def acquire(out: str) -> OutputClaim:
         "command": " ".join(sys.argv)[:500],
     }
     claim = OutputClaim(out, record["run_id"], record)
+    if _is_local(out) and os.path.isfile(storage.filesystem(out)[1]):
+        raise ValueError(f"output {out} is a file; name a folder (it is created if missing)")
     if _is_local(out):
         claim.fd = _acquire_local(storage.filesystem(out)[1], claim)
     elif _is_gcs(out):

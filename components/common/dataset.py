@@ -6,6 +6,7 @@ feature names and the manifest fields, so the three can never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import unicodedata
@@ -87,11 +88,29 @@ def read_manifest(dataset_dir: str) -> Manifest:
             f"{dataset_dir} is not a complete gallerytag dataset: {MANIFEST_NAME} is missing. "
             f"Run `gallerytag ingest SOURCE --out {dataset_dir}` (again) to create it."
         )
-    raw = json.loads(storage.read_text(path))
+    try:
+        raw = json.loads(storage.read_text(path))
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path} is not valid JSON ({error}); re-ingest the source") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(
+            f"{path} holds a JSON {type(raw).__name__}, not a manifest object; re-ingest the source"
+        )
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(
             f"{path} has schema_version {raw.get('schema_version')!r}; this gallerytag reads "
             f"{SCHEMA_VERSION}. Re-ingest the source with this version."
+        )
+    known = {f.name for f in dataclasses.fields(Manifest)}
+    required = {f.name for f in dataclasses.fields(Manifest) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}  # fmt: skip
+    unknown, missing = sorted(set(raw) - known), sorted(required - set(raw))
+    if unknown or missing:
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise DatasetError(
+            f"{path} is not a manifest this gallerytag wrote ({'; '.join(parts)}); it may have "
+            "been edited by hand: re-ingest the source"
         )
     return Manifest(**raw)
 

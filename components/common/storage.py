@@ -401,13 +401,18 @@ def gcs_generation(url: str) -> tuple[int, float, str] | None:
 def gcs_write_if_generation(url: str, data: bytes, generation: int) -> int:
     """Upload `data` only if the object is at `generation` (0: only if absent); return the
     new generation. FileExistsError when the object is not at that generation."""
-    from google.api_core.exceptions import PreconditionFailed
+    from google.api_core.exceptions import NotFound, PreconditionFailed
 
     blob = _gcs_blob(url)
     try:
         blob.upload_from_string(data, if_generation_match=generation)
     except PreconditionFailed:
         raise FileExistsError(f"{url} changed (expected generation {generation})") from None
+    except NotFound:
+        raise FileNotFoundError(
+            f"bucket gs://{blob.bucket.name} of {url} does not exist (or these credentials "
+            "cannot see it): create it or fix the URL"
+        ) from None
     return int(blob.generation)
 
 

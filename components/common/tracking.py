@@ -188,6 +188,22 @@ class TaggerSpec:
         return keras.saving.load_model(self.model_file)
 
 
+def check_model_file(path: str) -> None:
+    """Fail at once, naming the file, when a `.keras` file is not a whole Keras 3 archive
+    (before any Beam worker tries to load it)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()  # reads every member and checks its CRC
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"model file {path} cannot be read as a .keras archive: {error}") from None
+    if damaged or not {"config.json", "model.weights.h5"} <= names:
+        problem = f"member {damaged} is damaged" if damaged else "config or weights are missing"
+        raise ValueError(f"model file {path} is not a usable .keras archive: {problem}")
+
+
 def model_metadata(
     labels: list[str],
     image_size: int,
@@ -241,6 +257,7 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         else:
             version = name.rstrip("/").rsplit("/", 1)[-1]
     data = mlmodel.flavors["keras"].get("data", "data")
+    check_model_file(str(model_dir / data / "model.keras"))
     return TaggerSpec(
         model_file=str(model_dir / data / "model.keras"),
         labels=list(meta["labels"]),

@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from components.common import beam_io, storage
 from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
-from components.common.tracking import TaggerSpec
+from components.common.tracking import TaggerSpec, check_model_file
 from components.tag.handler import KerasImageHandler
 from components.tag.policy import TagPolicy, rejected_row, tag_row
 
@@ -361,6 +361,8 @@ def run(
         raise FileNotFoundError(f"source {source} does not exist")
     if outputs.write_metadata and not source.startswith("gs://"):
         raise ValueError("--write-metadata needs a gs:// source (object metadata is GCS-only)")
+    if "://" not in tagger.model_file:
+        check_model_file(tagger.model_file)
     tagger = stage_model_for_workers(tagger, beam_args or [])
     with claim_output(out) as claim:
         return _tag_claimed(claim, source, tagger, policy, outputs, beam_args, test_pipeline)
