@@ -295,3 +295,11 @@ def test_fingerprints_survive_the_runner_compressed_and_merge() -> None:
         ("b.jpg", "cat", "a.jpg", "cat", "exact", False),
         ("c.jpg", "dog", "a.jpg", "cat", "near", True),
     ]
+
+
+def test_out_inside_the_source_is_refused(tmp_path: Path) -> None:
+    """A dataset written into the gallery would become a label of the next ingest."""
+    gallery = write_pattern_gallery(tmp_path / "g", 2, ("a", "b"))
+    with pytest.raises(ValueError, match="inside the source"):
+        run(str(gallery), str(gallery / "dataset"), IngestConfig(image_size=32), IN_MEMORY)
+    assert not (gallery / "dataset").exists()

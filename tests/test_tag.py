@@ -449,3 +449,18 @@ def test_incremental_run_applies_a_changed_policy_to_every_row(brightness_tagger
     assert json.loads((out / "_SUCCESS.json").read_text())["policy"]["min_score"] == 0.999
     again = run(str(source), str(out), brightness_tagger, strict, outputs, IN_MEMORY)
     assert again.carried == 4  # same policy: unchanged images are carried again
+
+
+def test_outputs_inside_the_source_are_not_inputs(brightness_tagger, tmp_path: Path) -> None:
+    """--out and --copy-to inside SOURCE: the next run does not tag their files."""
+    source = tmp_path / "inbox"
+    source.mkdir()
+    for index in range(3):
+        (source / f"{index}.jpg").write_bytes(_gray(30 + 90 * index, index))
+    outputs = TagOutputs(copy_to=str(source / "sorted"))
+    for _ in range(2):
+        summary = run(str(source), str(source / "tags"), brightness_tagger, outputs=outputs,
+                      beam_args=IN_MEMORY)  # fmt: skip
+        assert (summary.seen, summary.rejected) == (3, 0)
+    with pytest.raises(ValueError, match="source folder itself"):
+        run(str(source), str(source), brightness_tagger, beam_args=IN_MEMORY)

@@ -61,18 +61,27 @@ def join(url: str, *parts: str) -> str:
     return head + tail
 
 
-def is_within(root: str, url: str) -> bool:
-    """Whether `url` resolves to a place inside `root` (local: symlinks and ".." resolved;
-    elsewhere: "." and ".." segments folded, as a client would name the object)."""
+def relative_path(root: str, url: str) -> str | None:
+    """`url`'s path below `root` ("" for root itself), or None when it is not inside it
+    (local: symlinks and ".." resolved; elsewhere: "." and ".." segments folded, as a client
+    would name the object)."""
     root_fs, root_path = filesystem(root)
     url_fs, path = filesystem(url)
     if type(root_fs) is not type(url_fs):
-        return False
+        return None
     if isinstance(url_fs, LocalFileSystem):
         root_path, path = os.path.realpath(root_path), os.path.realpath(path)
     else:
         root_path, path = posixpath.normpath(root_path), posixpath.normpath(path)
-    return path != root_path and path.startswith(root_path.rstrip("/") + "/")
+    if path == root_path:
+        return ""
+    head = root_path.rstrip("/") + "/"
+    return path[len(head) :] if path.startswith(head) else None
+
+
+def is_within(root: str, url: str) -> bool:
+    """Whether `url` resolves to a place strictly inside `root`."""
+    return bool(relative_path(root, url))
 
 
 @contextlib.contextmanager

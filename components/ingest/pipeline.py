@@ -612,6 +612,11 @@ def run(
     """Ingest a folder-per-class or manifest source into a dataset directory, with the
     decisions of any `corrections` files (corrections.jsonl) winning; return counts."""
     resolved = with_corrections(resolve_source(source), list(corrections or []))
+    if resolved.kind == "folder" and storage.relative_path(resolved.location, out) is not None:
+        raise ValueError(
+            f"--out {out} is inside the source {resolved.location}: the dataset's files would "
+            "become images (or a label) of the next ingest; write it elsewhere"
+        )
     with claim_output(out.rstrip("/")) as claim:
         return _ingest_claimed(claim, resolved, config, beam_args)
 

@@ -229,6 +229,26 @@ def metadata_for(row: dict) -> dict[str, str]:
     }
 
 
+def excluded_prefixes(source: str, staging: str, outputs: TagOutputs) -> list[str]:
+    """Prefixes, spelled as the listing of `source` spells them, of this run's own outputs
+    (--out, --copy-to) that lie inside the source: never inputs, or every run would tag
+    the previous run's files and copies again."""
+    out = staging.rsplit("/", 1)[0]
+    prefixes = []
+    for target in (out, outputs.copy_to):
+        inside = storage.relative_path(source, target) if target else None
+        if inside:
+            prefixes.append(storage.join(source, inside) + "/")
+    return prefixes
+
+
+def list_inputs(source: str, excluded: list[str]) -> Iterator[str]:
+    """The files under `source`, minus those under the excluded prefixes."""
+    for uri in storage.list_files(source):
+        if not excluded or not uri.startswith(tuple(excluded)):
+            yield uri
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     source: str,
@@ -245,7 +265,7 @@ def build_pipeline(
     uris = (
         pipeline
         | "Source" >> beam.Create([source])
-        | "ListImages" >> beam.FlatMap(storage.list_files)
+        | "ListImages" >> beam.FlatMap(list_inputs, excluded_prefixes(source, staging, outputs))
         | "Distribute" >> beam.Reshuffle()
     )
     listed = uris | "KeyByUri" >> beam.Map(lambda uri: (uri, None))
@@ -361,6 +381,9 @@ def run(
         raise FileNotFoundError(f"source {source} does not exist")
     if outputs.write_metadata and not source.startswith("gs://"):
         raise ValueError("--write-metadata needs a gs:// source (object metadata is GCS-only)")
+    for target in (out, outputs.copy_to):
+        if target and storage.relative_path(source, target) == "":
+            raise ValueError(f"{target} is the source folder itself; write outputs elsewhere")
     if "://" not in tagger.model_file:
         check_model_file(tagger.model_file)
     tagger = stage_model_for_workers(tagger, beam_args or [])
