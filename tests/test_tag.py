@@ -464,3 +464,21 @@ def test_outputs_inside_the_source_are_not_inputs(brightness_tagger, tmp_path: P
         assert (summary.seen, summary.rejected) == (3, 0)
     with pytest.raises(ValueError, match="source folder itself"):
         run(str(source), str(source), brightness_tagger, beam_args=IN_MEMORY)
+
+
+def test_copy_to_with_incremental_copies_carried_images(brightness_tagger, tmp_path: Path):
+    """An incremental run with --copy-to fills the copy folder with every image, carried
+    ones included."""
+    source = tmp_path / "inbox"
+    source.mkdir()
+    for index in range(3):
+        (source / f"{index}.jpg").write_bytes(_gray(20 + 100 * index, index))
+    out = tmp_path / "tags"
+    run(str(source), str(out), brightness_tagger, outputs=TagOutputs(incremental=True),
+        beam_args=IN_MEMORY)  # fmt: skip
+    copies = tmp_path / "sorted"
+    outputs = TagOutputs(incremental=True, copy_to=str(copies))
+    summary = run(str(source), str(out), brightness_tagger, outputs=outputs, beam_args=IN_MEMORY)
+    assert summary.carried == 3
+    names = sorted(p.name.split("_", 1)[1] for p in copies.rglob("*.jpg"))
+    assert names == ["0.jpg", "1.jpg", "2.jpg"]

@@ -295,9 +295,9 @@ def build_pipeline(
     )
     if outputs.write_metadata:
         fresh = fresh | "WriteObjectMetadata" >> beam.ParDo(WriteObjectMetadata())
-    if outputs.copy_to:
-        fresh = fresh | "CopyToLabelFolders" >> beam.ParDo(CopyToLabelFolder(outputs.copy_to))
     rows = (fresh, decoded[ReadAndDecode.CARRIED]) | "AllRows" >> beam.Flatten()
+    if outputs.copy_to:  # carried rows too: the copy folder may be new or incomplete
+        rows = rows | "CopyToLabelFolders" >> beam.ParDo(CopyToLabelFolder(outputs.copy_to))
     failed = dead_letter.failed_inferences | "FailedBatches" >> beam.FlatMap(
         failed_batch_rows, tagger
     )
