@@ -7,6 +7,7 @@ are allowed; anything else (e.g. `os.system`) is refused before it can run.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -88,22 +89,53 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         _load_pickle(stream)  # system info (endianness, type sizes)
         state = _load_pickle(stream)
         keys = _load_pickle(stream)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} does not hold a state dict")
+        file_size = os.fstat(stream.fileno()).st_size
         raw: dict[str, bytes] = {}
         for key in keys:
-            count = int.from_bytes(stream.read(8), "little")
-            raw[str(key)] = stream.read(count * _itemsize_of(state, str(key)))
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+            size = int.from_bytes(stream.read(8), "little") * _itemsize_of(state, str(key))
+            if size > file_size - stream.tell():  # never allocate what the file cannot hold
+                raise ValueError(f"{path} is cut short: storage {key} needs {size} bytes")
+            raw[str(key)] = stream.read(size)
     arrays = {}
     for name, ref in state.items():
         if not isinstance(ref, _TensorRef):
             raise ValueError(f"{path}: entry {name!r} is not a tensor")
+        if ref.storage.key not in raw:
+            raise ValueError(
+                f"{path}: tensor {name!r} uses storage {ref.storage.key}, not in the file"
+            )
         dtype = np.dtype(ref.storage.dtype)
         flat = np.frombuffer(raw[ref.storage.key], dtype=dtype)
+        _check_bounds(path, name, ref, len(flat))
         strides = tuple(s * dtype.itemsize for s in ref.stride)
+        # as_strided trusts its arguments: only bounds checked above keep it inside `flat`.
         view = np.lib.stride_tricks.as_strided(flat[ref.offset :], ref.shape, strides)
         arrays[name] = np.array(view)  # own the memory, contiguous
     return arrays
+
+
+def _check_bounds(path: str | Path, name: str, ref: _TensorRef, storage_size: int) -> None:
+    """Refuse a tensor whose shape, strides and offset reach outside its storage: the last
+    element it addresses, offset + sum((shape - 1) * stride), must be in the storage."""
+    numbers = (ref.offset, *ref.shape, *ref.stride)
+    if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(ref.shape) != len(ref.stride):
+        raise ValueError(
+            f"{path}: tensor {name!r} has an invalid layout (offset {ref.offset}, shape "
+            f"{ref.shape}, stride {ref.stride}); the file is damaged or crafted"
+        )
+    if 0 in ref.shape:
+        return  # no element addressed
+    last = ref.offset + sum(
+        (size - 1) * step for size, step in zip(ref.shape, ref.stride, strict=True)
+    )
+    if last >= storage_size:
+        raise ValueError(
+            f"{path}: tensor {name!r} (offset {ref.offset}, shape {ref.shape}, stride "
+            f"{ref.stride}) reaches element {last} of a storage of {storage_size}; the file "
+            "is damaged or crafted"
+        )
 
 
 def _itemsize_of(state: dict, key: str) -> int:

@@ -181,3 +181,79 @@ def test_classifier_round_trips_through_keras_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-6
     )
+
+
+def _write_legacy_file(path: Path, shape, stride, offset: int, count: int, monkeypatch) -> None:
+    """A legacy PyTorch file with one float tensor laid out as given, written without torch
+    (stand-in `torch` names exist only while pickling, as the real format names them)."""
+    import collections
+    import struct
+    import sys
+    import types
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while writing")
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = (
+        "FloatStorage",
+        "_rebuild_tensor_v2",
+    )
+    torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = (
+        FloatStorage,
+        _rebuild_tensor_v2,
+        utils,
+    )
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+
+    class Storage:
+        pass
+
+    class Tensor:
+        def __reduce__(self):
+            return _rebuild_tensor_v2, (Storage(), offset, shape, stride, False, {})
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj):
+            return (
+                ("storage", FloatStorage, "0", "cpu", count) if isinstance(obj, Storage) else None
+            )
+
+    with path.open("wb") as stream:
+        for value in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True},
+                      collections.OrderedDict(w=Tensor()), ["0"]):  # fmt: skip
+            Writer(stream, protocol=2).dump(value)
+        stream.write(struct.pack("<Q", count) + np.arange(4, dtype=np.float32).tobytes())
+
+
+@pytest.mark.parametrize(
+    "shape, stride, offset, count, message",
+    [
+        ((1_000_000,), (1,), 0, 4, "reaches element 999999 of a storage of 4"),
+        ((2, 2), (1, 1_000_000_000), 0, 4, "reaches element"),
+        ((2,), (1,), 3, 4, "reaches element 4 of a storage of 4"),
+        ((2,), (-1,), 2, 4, "invalid layout"),
+        ((4,), (1,), 0, 2**40, "cut short"),
+    ],
+)
+def test_crafted_legacy_file_is_refused(tmp_path, monkeypatch, shape, stride, offset, count,
+                                        message) -> None:  # fmt: skip
+    """Shapes, strides and offsets that reach outside the storage raise instead of reading
+    (or crashing on) memory that is not the file's."""
+    path = tmp_path / "crafted.pth"
+    _write_legacy_file(path, shape, stride, offset, count, monkeypatch)
+    with pytest.raises(ValueError, match=message):
+        load_legacy_state_dict(path)
+
+
+def test_well_formed_legacy_file_reads(tmp_path, monkeypatch) -> None:
+    """The same writer with an in-bounds layout gives back the stored values."""
+    path = tmp_path / "fine.pth"
+    _write_legacy_file(path, (2, 2), (1, 2), 0, 4, monkeypatch)
+    assert load_legacy_state_dict(path)["w"].tolist() == [[0.0, 2.0], [1.0, 3.0]]
