@@ -17,7 +17,12 @@ from components.evaluate.gate import Decision, GateConfig, decide, decide_first
 from components.evaluate.run import check_compatible, predict, read_records, require_split
 
 GATE_TAG = "gallerytag.gate"
+JUDGED_AGAINST_TAG = "gallerytag.gate.champion"  # version the gate compared with ("" = none)
 PROMOTED_TAG = "gallerytag.promoted_to"
+
+
+class AliasMoved(RuntimeError):
+    """The alias no longer points where the gate saw it: the decision is out of date."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ def judge(
     client = mlflow.MlflowClient()
     client.set_model_version_tag(candidate.name, candidate.version, GATE_TAG, verdict)
     client.set_model_version_tag(candidate.name, candidate.version, f"{GATE_TAG}.reasons", reasons)
+    judged = champion.version if champion else ""
+    client.set_model_version_tag(candidate.name, candidate.version, JUDGED_AGAINST_TAG, judged)
     run_id = client.get_model_version(candidate.name, candidate.version).run_id
     if run_id:
         client.set_tag(run_id, GATE_TAG, verdict)
@@ -143,12 +150,37 @@ def judge(
 
 
 def move_alias(candidate_uri: str, alias: str = "champion") -> ModelVersionRef:
-    """Point the registry alias at the candidate version (after a passed gate)."""
+    """Point the registry alias at the candidate version, compare-and-set style: only if it
+    passed the gate and the alias still points at the version the gate compared it with.
+
+    The registry has no conditional write, so the alias is read again after the write: a
+    promotion that lands in the same instant is reported instead of both claiming success.
+    """
     import mlflow
 
     candidate = resolve_version(candidate_uri)
     client = mlflow.MlflowClient()
+    tags = client.get_model_version(candidate.name, candidate.version).tags
+    if tags.get(GATE_TAG) != "pass" or JUDGED_AGAINST_TAG not in tags:
+        raise ValueError(
+            f"{candidate.uri} has not passed the promotion gate; run `gallerytag promote` "
+            "(or the pipeline's gate step) first"
+        )
+    judged = tags[JUDGED_AGAINST_TAG]
+    current = current_champion(candidate.name, alias)
+    if (current.version if current else "") != judged:
+        raise AliasMoved(
+            f"'{alias}' now points at version {current.version if current else '(none)'}, "
+            f"but {candidate.uri} was compared with {judged or 'no champion'}; run the "
+            "promotion again to compare it with the current champion"
+        )
     client.set_registered_model_alias(candidate.name, alias, candidate.version)
+    after = current_champion(candidate.name, alias)
+    if after is None or after.version != candidate.version:
+        raise AliasMoved(
+            f"another promotion moved '{alias}' at the same time (it points at "
+            f"{after.version if after else '(none)'}); run the promotion again"
+        )
     client.set_model_version_tag(candidate.name, candidate.version, PROMOTED_TAG, alias)
     return candidate
 
