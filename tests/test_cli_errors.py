@@ -102,3 +102,11 @@ def test_kfp_inputs_are_checked_before_connecting(monkeypatch, capsys) -> None:
     code, stderr = run_main(args, monkeypatch, capsys)
     assert code == 2 and "Error: Invalid value: 'every night' is not a cron" in stderr
     assert "Traceback" not in stderr and "not reachable" not in stderr
+
+
+def test_evaluate_k_zero_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """--k 0 is a usage error before any model is loaded."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    args = ["evaluate", "--model", str(tmp_path / "nowhere"), "--data", str(tmp_path), "--k", "0"]
+    code, stderr = run_main(args, monkeypatch, capsys)
+    assert code == 2 and "Invalid value for '--k'" in stderr, stderr

@@ -303,3 +303,16 @@ def test_out_inside_the_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inside the source"):
         run(str(gallery), str(gallery / "dataset"), IngestConfig(image_size=32), IN_MEMORY)
     assert not (gallery / "dataset").exists()
+
+
+def test_edited_label_order_is_caught_by_the_dataset_hash(tmp_path: Path) -> None:
+    """Reordering manifest.json's labels would silently swap classes: the hash check refuses."""
+    gallery = write_pattern_gallery(tmp_path / "g", 4, ("a", "b"))
+    out = tmp_path / "d"
+    run(str(gallery), str(out), IngestConfig(image_size=32), IN_MEMORY)
+    assert dataset.read_manifest(str(out)).labels == ["a", "b"]
+    path = out / dataset.MANIFEST_NAME
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({**raw, "labels": ["b", "a"]}))
+    with pytest.raises(dataset.DatasetError, match="does not match its dataset_hash"):
+        dataset.read_manifest(str(out))

@@ -7,6 +7,7 @@ feature names and the manifest fields, so the three can never disagree.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import struct
 import unicodedata
@@ -69,6 +70,7 @@ class Manifest:
     # corrections applied (ingest --corrections): files, decisions, from_review, changed,
     # excluded, added; empty when none were given
     review: dict[str, Any] = field(default_factory=dict)
+    records_digest: str | None = None  # hex sum of the per-image digests (checks the hash)
     schema_version: int = SCHEMA_VERSION
 
     def split_size(self, split: str) -> int:
@@ -112,7 +114,29 @@ def read_manifest(dataset_dir: str) -> Manifest:
             f"{path} is not a manifest this gallerytag wrote ({'; '.join(parts)}); it may have "
             "been edited by hand: re-ingest the source"
         )
-    return Manifest(**raw)
+    manifest = Manifest(**raw)
+    if manifest.records_digest is not None:  # manifests written before it existed: unchecked
+        expected = compute_dataset_hash(
+            int(manifest.records_digest, 16),
+            manifest.labels,
+            manifest.image_size,
+            manifest.resize_mode,
+        )
+        if expected != manifest.dataset_hash:
+            raise DatasetError(
+                f"{path} does not match its dataset_hash: its labels (order included), image "
+                "size or resize mode were edited; re-ingest the source instead"
+            )
+    return manifest
+
+
+def compute_dataset_hash(
+    records_digest: int, labels: list[str], image_size: int, resize_mode: str
+) -> str:
+    """The dataset hash: the multiset sum of per-image digests folded with what shapes the
+    pixels and the label ids (the label list, in order)."""
+    summary = f"{records_digest % (1 << 256):064x}|{labels}|{image_size}|{resize_mode}"
+    return hashlib.sha256(summary.encode()).hexdigest()
 
 
 def shard_paths(dataset_dir: str, manifest: Manifest, split: str) -> list[str]:

@@ -233,12 +233,23 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
     from mlflow.models import Model
 
     local = Path(uri)
+    version = None
+    source = uri
     try:
+        if uri.startswith("models:/") and not uri.startswith("models:/m-"):
+            # Resolve an alias to its version once, before the download: resolved after it,
+            # a promotion in between would label rows with a version that made none of them.
+            name, _, alias = uri[len("models:/") :].partition("@")
+            if alias:
+                version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+                source = f"models:/{name}/{version}"
+            else:
+                version = name.rstrip("/").rsplit("/", 1)[-1]
         if local.is_dir() and (local / "MLmodel").exists():
             model_dir = local
         else:
             model_dir = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_dir)
+                mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dst_dir)
             )
         mlmodel = Model.load(str(model_dir / "MLmodel"))
     except Exception as error:
@@ -249,13 +260,6 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
     meta = (mlmodel.metadata or {}).get(METADATA_KEY)
     if not meta or "keras" not in mlmodel.flavors:
         raise ValueError(f"{uri} is not a gallerytag Keras model (no '{METADATA_KEY}' metadata)")
-    version = None
-    if uri.startswith("models:/") and not uri.startswith("models:/m-"):
-        name, _, alias = uri[len("models:/") :].partition("@")
-        if alias:
-            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
-        else:
-            version = name.rstrip("/").rsplit("/", 1)[-1]
     data = mlmodel.flavors["keras"].get("data", "data")
     check_model_file(str(model_dir / data / "model.keras"))
     return TaggerSpec(

@@ -31,7 +31,8 @@ SUSPECTS = SuspectConfig()
     help="Folder (local or gs://) for evaluation.json, suspects.jsonl, report.html.",
 )
 @click.option("--split", default=EVAL.split, show_default=True)
-@click.option("--k", default=EVAL.k, show_default=True, help="Top-k accuracy to report.")
+@click.option("--k", default=EVAL.k, show_default=True, type=click.IntRange(min=1),
+              help="Top-k accuracy to report (k >= 1).")  # fmt: skip
 @click.option(
     "--target-precision",
     default=EVAL.target_precision,

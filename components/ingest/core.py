@@ -15,7 +15,11 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from components.common.dataset import SPLITS, validate_label  # noqa: F401 (ingest's API)
+from components.common.dataset import (  # noqa: F401 (validate_label: ingest's API)
+    SPLITS,
+    compute_dataset_hash,
+    validate_label,
+)
 
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
@@ -119,8 +123,7 @@ def record_digest(content_hash: str, label: str, split: str) -> int:
 
 def combine_digests(digests_sum: int, labels: list[str], config: IngestConfig) -> str:
     """Fold the multiset sum of record digests with what shapes the pixels into one hash."""
-    summary = f"{digests_sum % (1 << 256):064x}|{labels}|{config.image_size}|{config.resize_mode}"
-    return hashlib.sha256(summary.encode()).hexdigest()
+    return compute_dataset_hash(digests_sum, labels, config.image_size, config.resize_mode)
 
 
 def perceptual_hash(image: Image.Image) -> int:

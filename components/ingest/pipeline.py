@@ -694,6 +694,7 @@ def _ingest_claimed(
         config=config.as_dict(),
         warnings=problems,
         review=review_counts(resolved, outcomes),
+        records_digest=f"{int(summary['digest']) % (1 << 256):064x}",
     )
     beam_io.commit_staged(
         claim,
