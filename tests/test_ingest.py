@@ -23,7 +23,7 @@ from components.ingest.core import (
     validate_label,
 )
 from components.ingest.pipeline import MakeExamples, PackWriter, pack_path, run
-from tests.conftest import write_broken_files, write_pattern_gallery
+from tests.conftest import jpeg_bytes, pattern_image, write_broken_files, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")
 IN_MEMORY = ["--direct_running_mode=in_memory"]
@@ -316,3 +316,15 @@ def test_edited_label_order_is_caught_by_the_dataset_hash(tmp_path: Path) -> Non
     path.write_text(json.dumps({**raw, "labels": ["b", "a"]}))
     with pytest.raises(dataset.DatasetError, match="does not match its dataset_hash"):
         dataset.read_manifest(str(out))
+
+
+def test_overlong_label_is_refused_at_ingest(tmp_path: Path) -> None:
+    """A 250-character label fails at ingest, not after training in evaluate's metric keys."""
+    gallery = write_pattern_gallery(tmp_path / "g", 2, ("a",))
+    long_label = gallery / ("x" * 250)  # a file system allows 255 bytes per name
+    long_label.mkdir()
+    for index in range(2):
+        (long_label / f"{index}.jpg").write_bytes(jpeg_bytes(pattern_image(1, 500 + index)))
+    with pytest.raises(ValueError, match=r"250 characters long \(at most 100\)"):
+        run(str(gallery), str(tmp_path / "d"), IngestConfig(image_size=32), IN_MEMORY)
+    assert not (tmp_path / "d").exists()

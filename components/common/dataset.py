@@ -26,6 +26,11 @@ FEATURE_HASH = "image/content_hash"
 FEATURE_URI = "image/source_uri"
 
 
+# Labels become folder names and parts of MLflow metric keys (`test_recall.<label>`; MLflow
+# allows 250 characters): capped well below both so no later step fails on one.
+MAX_LABEL_LENGTH = 100
+
+
 class DatasetError(ValueError):
     """The dataset directory is missing, incomplete or inconsistent."""
 
@@ -47,8 +52,11 @@ def validate_label(label: object) -> str:
         problem = "it contains '..'"
     elif any(unicodedata.category(ch).startswith("C") for ch in label):
         problem = "it contains control characters"
+    elif len(label) > MAX_LABEL_LENGTH:
+        problem = f"it is {len(label)} characters long (at most {MAX_LABEL_LENGTH})"
     if problem:
-        raise ValueError(f"label {label!r} is not allowed: {problem}. Rename the folder or row.")
+        shown = label[:40] + "..." if isinstance(label, str) and len(label) > 40 else label
+        raise ValueError(f"label {shown!r} is not allowed: {problem}. Rename the folder or row.")
     return label
 
 
