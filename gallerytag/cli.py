@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 # Quiet TensorFlow's C++ start-up chatter and MLflow's download bars before they load.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,11 +38,22 @@ for command in (ingest, train, evaluate, promote, tag, review, demo, pipeline):
     cli.add_command(command)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (what `timeout`, Kubernetes and systemd send) into SystemExit(143), so
+    clean-up runs: the embedded MLflow server stops and output claims are released."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def main() -> None:
     """Console-script entry point; turns expected failures into one clear line."""
     from components.common.dataset import DatasetError
     from components.common.tracking import TrackingUnavailable
 
+    exit_on_sigterm()
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

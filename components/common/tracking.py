@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from components.common import server_guard
 from components.common.dataset import validate_label
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,10 @@ def local_server(store: LocalStore) -> Iterator[str]:
     uri = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log_file = (store.home / "mlflow-server.log").open("ab")
+    # The guard stops the server's whole process group if this process dies, even by
+    # SIGKILL: a leaked server otherwise runs on for as long as the machine does.
     command = [
+        sys.executable, server_guard.__file__, str(os.getpid()), "--",
         sys.executable, "-m", "mlflow", "server",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", store.backend_uri,
