@@ -102,3 +102,20 @@ def test_gcs_claim_is_exclusive_and_stale_after_silence(gcs_bucket: str, monkeyp
         assert not storage.exists(second.path)
     finally:
         first._stop.set()
+
+
+def test_gcs_heartbeat_keeps_the_claim_fresh(gcs_bucket: str, monkeypatch) -> None:
+    """The holder rewrites its claim (new generation) and still verifies as the owner."""
+    monkeypatch.setattr(claim, "HEARTBEAT_S", 0.05)
+    held = acquire(f"gs://{gcs_bucket}/tags")
+    try:
+        first_generation = held.generation
+        deadline = time.monotonic() + 10
+        while held.generation == first_generation and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held.generation != first_generation and held.lost is None
+        held.verify()
+        assert "heartbeat" in json.loads(storage.read_text(held.path))
+    finally:
+        held.release()
+    assert not storage.exists(held.path)

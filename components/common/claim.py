@@ -74,6 +74,7 @@ class OutputClaim:
     generation: int | None = None  # gs://: the claim object's generation we wrote last
     lost: str | None = None  # why the claim is no longer ours (gs:// heartbeat failed)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _writing: threading.Lock = field(default_factory=threading.Lock)  # heartbeat vs verify
     _heartbeat: threading.Thread | None = None
 
     @property
@@ -100,10 +101,12 @@ class OutputClaim:
                 raise OutputBusy(f"the claim {self.path} was removed or replaced; run again")
         elif self.generation is not None:
             try:
-                current = storage.gcs_generation(self.path)
+                with self._writing:  # not between a heartbeat's write and its new generation
+                    current = storage.gcs_generation(self.path)
+                    ours = self.generation
             except Exception as error:
                 raise OutputBusy(f"cannot read the claim {self.path}: {error}") from None
-            if current is None or current[0] != self.generation:
+            if current is None or current[0] != ours:
                 raise OutputBusy(f"another run took over {self.out}; run again")
 
     def release(self) -> None:
@@ -131,9 +134,10 @@ class OutputClaim:
         while not self._stop.wait(HEARTBEAT_S):
             self.record["heartbeat"] = _now()
             try:
-                self.generation = storage.gcs_write_if_generation(
-                    self.path, json.dumps(self.record).encode(), self.generation or 0
-                )
+                with self._writing:
+                    self.generation = storage.gcs_write_if_generation(
+                        self.path, json.dumps(self.record).encode(), self.generation or 0
+                    )
             except Exception as error:  # precondition failed or GCS unreachable
                 self.lost = f"heartbeat failed ({type(error).__name__}: {error})"
                 log.error("%s: %s", self.out, self.lost)
