@@ -102,6 +102,12 @@ def test_sigkilled_training_resumes_into_the_same_run(small_dataset, tracking_en
         assert first.poll() is None, "training ended before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
         time.sleep(0.2)
+    # A second identical training while the first lives is refused (it used to resume from
+    # the live checkpoint and write into the same MLflow run).
+    from components.common.claim import OutputBusy
+
+    with pytest.raises(OutputBusy, match="already running"):
+        train(config, tracking_env)
     _kill_tree(first)
     state = json.loads(state_file.read_text())
     assert 1 <= state["epochs_done"] < 4

@@ -6,11 +6,13 @@ worker process (and its TensorFlow import) starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +88,26 @@ def check_writable(folder: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def training_claim(checkpoint_dir: str) -> Iterator[None]:
+    """Hold the checkpoint folder for the whole training: a second identical `train` started
+    meanwhile would resume from the live run's checkpoint and write into its MLflow run, so
+    it is refused; a claim whose training died is taken over (the rerun resumes)."""
+    from components.common.claim import OutputBusy, acquire
+
+    try:
+        claim = acquire(checkpoint_dir)
+    except OutputBusy as busy:
+        raise OutputBusy(
+            f"a training with this config and dataset is already running: {busy} To train a "
+            "separate copy, pass another --checkpoint-dir."
+        ) from None
+    try:
+        yield
+    finally:
+        claim.release()  # the finished training already removed the folder, claim included
+
+
 def worker_command(config_file: Path, result_file: Path, workers: int) -> list[str]:
     """The command line that runs the workers: plain python for 1, horovodrun for N."""
     worker = [sys.executable, "-m", "components.train.worker"]
@@ -109,7 +131,11 @@ def train(config: TrainConfig, tracking_uri: str | None = None) -> TrainResult:
             config, checkpoint_dir=str(gallerytag_home() / "checkpoints" / key)
         )
     check_writable(config.checkpoint_dir)
-    with tracking(tracking_uri), tempfile.TemporaryDirectory(prefix="gallerytag-train-") as tmp:
+    with (
+        training_claim(config.checkpoint_dir),
+        tracking(tracking_uri),
+        tempfile.TemporaryDirectory(prefix="gallerytag-train-") as tmp,
+    ):
         config_file = Path(tmp, "config.json")
         result_file = Path(tmp, "result.json")
         config_file.write_text(config.to_json())
