@@ -1,43 +1,54 @@
 # syntax=docker/dockerfile:1.7
 # gallerytag, CPU image: the `gallerytag` command, and an MPIJob launcher/worker (sshd) for
-# Horovod on Kubernetes (k8s/README.md). Build from the repository root:
+# Horovod on Kubernetes (k8s/README.md). Build from the repository root with `make images`
+# (docker, or podman/buildah without a daemon: docs/operations.md), or by hand:
 #   docker build -t gallerytag:cpu .
 # GPU image: Dockerfile.gpu.
 
+# The base: the public Python image by default. Where it cannot be pulled,
+# k8s/images/build-local.sh makes a Debian bookworm base with the same layout (`python` is
+# 3.11 and has venv) and passes it here; every step below is the same on both.
+ARG BASE=python:3.11-slim-bookworm
+
 # ---- builder: the same steps as `make setup`, into /opt/venv ----
-FROM python:3.11-slim-bookworm AS builder
+FROM ${BASE} AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Horovod compiles from source (third_party/horovod/build.sh); versions are bookworm's.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        cmake=3.25.1-1 g++=4:12.2.0-3 make=4.3-4.1 patch=2.7.6-7 \
-    && rm -rf /var/lib/apt/lists/*
+# GALLERYTAG_CACHE holds the Horovod wheel (built once, keyed by Horovod, TF, Python and patch)
+# and pip's download cache. With docker it is the BuildKit cache mount at /cache; podman
+# builds mount the host's ~/.cache/gallerytag and point this at it (build-local.sh).
+ARG GALLERYTAG_CACHE=/cache/gallerytag
+# A CA bundle for pip where registries sit behind a TLS-inspecting proxy (build-local.sh
+# mounts the host's); empty: the system's.
+ARG HOST_CA=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    GALLERYTAG_CACHE=/cache/gallerytag
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_CACHE_DIR=${GALLERYTAG_CACHE}/pip
 WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # The image needs the runtime pins only: everything above requirements.txt's
 # "# test and tooling" block (pytest, ruff, kubectl, hadolint stay out).
-RUN python -m venv /opt/venv \
+RUN --mount=type=cache,target=/cache \
+    if [ -n "$HOST_CA" ]; then export PIP_CERT=$HOST_CA; fi \
+    && python -m venv /opt/venv \
     && /opt/venv/bin/pip install "pip==25.3" \
     && sed '/^# test and tooling/,$d' requirements.txt > /tmp/requirements-runtime.txt \
     && /opt/venv/bin/pip install -r /tmp/requirements-runtime.txt -c constraints.txt
 COPY third_party/horovod third_party/horovod
-# build.sh caches the wheel under $GALLERYTAG_CACHE, keyed by Horovod, TF, Python and patch;
-# the BuildKit cache mount keeps it across image builds.
+# build.sh takes the wheel from the cache, or compiles it there once (installing cmake, g++,
+# make, patch and the Python headers first, which a cached wheel does not need).
 RUN --mount=type=cache,target=/cache \
-    bash third_party/horovod/build.sh /opt/venv
+    if [ -n "$HOST_CA" ]; then export PIP_CERT=$HOST_CA; fi \
+    && GALLERYTAG_CACHE=$GALLERYTAG_CACHE bash third_party/horovod/build.sh /opt/venv
 COPY pyproject.toml README.md ./
 COPY gallerytag gallerytag
 COPY components components
 COPY models models
 COPY pipelines pipelines
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
     && /opt/venv/bin/pip check
 
 # ---- runtime ----
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # openssh: the MPIJob launcher's horovodrun reaches the worker pods over ssh. Horovod is built
 # with Gloo and without MPI (build.sh), so the image carries no OpenMPI.

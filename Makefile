@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-data test test-fast lint format bench compile pipeline-local images lock clean
+.PHONY: setup browser demo demo-data test test-fast lint format bench compile pipeline-local images image-tools image-cpu image-gpu push lock clean
 
 ## setup: create .venv, install the pinned stack, build Horovod (cached), and Debian's chromium
 ## for the review page's browser test where we may install it; a no-op when up to date
@@ -70,21 +70,71 @@ bench: setup
 	$(PY) bench/tag.py --images 20000 --small 5000
 	$(PY) bench/tag_memory.py --small 10000 --base 20000 --copies 5
 
-## compile: write the KFP pipelines (training.yaml, tagging.yaml) to build/pipelines
+## compile: write the KFP pipelines (training.yaml, tagging.yaml) to build/pipelines, with the
+## image `make images` / `make push` recorded in build/images/cpu.ref (GALLERYTAG_IMAGE wins)
 compile: setup
-	$(VENV)/bin/gallerytag pipeline compile --out build/pipelines
+	@ref="$${GALLERYTAG_IMAGE:-$$(cat $(IMAGE_REF) 2>/dev/null)}"; \
+	  if [ -n "$$ref" ]; then export GALLERYTAG_IMAGE="$$ref"; fi; \
+	  echo "compile: image $${GALLERYTAG_IMAGE:-(default of pipelines/components.py)}"; \
+	  $(VENV)/bin/gallerytag pipeline compile --out build/pipelines
 
 ## pipeline-local: the training pipeline end to end with KFP's local runner (no cluster)
 pipeline-local: setup demo-data
 	$(VENV)/bin/gallerytag pipeline run --local --work-dir build/pipeline-local
 
-## images: build the CPU and GPU images where a container engine exists
+## images: build the CPU and GPU images with docker (when its daemon answers) or podman/buildah
+## (no daemon; k8s/images/build-local.sh makes a local base when the public one cannot be
+## pulled). build/images/cpu.ref then names the CPU image; `make compile` puts it in the pipelines.
 IMAGE ?= gallerytag
-ENGINE := $(shell command -v docker || command -v podman)
-images:
-	@test -n "$(ENGINE)" || { echo "images: no docker or podman on this machine"; exit 1; }
-	$(ENGINE) build -t $(IMAGE):cpu -f Dockerfile .
-	$(ENGINE) build -t $(IMAGE):gpu -f Dockerfile.gpu .
+IMAGE_REF := build/images/cpu.ref
+ENGINE = $(shell if command -v docker >/dev/null && docker info >/dev/null 2>&1; then echo docker; \
+  elif command -v podman >/dev/null && command -v buildah >/dev/null; then echo podman; fi)
+images: image-cpu image-gpu
+
+## image-tools: podman, buildah and what they need here, where we may install them (root + apt)
+IMAGE_TOOLS := buildah podman runc debootstrap uidmap fuse-overlayfs
+image-tools:
+	@[ "$(ENGINE)" = docker ] || command -v buildah >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null && \
+	  command -v debootstrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_TOOLS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_TOOLS) >/dev/null; }; }; } || \
+	  echo "images: podman/buildah not installed and cannot install them here ($(IMAGE_TOOLS))"
+
+image-cpu: image-tools
+	@mkdir -p $(dir $(IMAGE_REF))
+	@case "$(ENGINE)" in \
+	  docker) docker build -t $(IMAGE):cpu -f Dockerfile . ;; \
+	  podman) bash k8s/images/build-local.sh cpu $(IMAGE):cpu ;; \
+	  *) echo "images: neither a docker daemon nor podman+buildah here;" \
+	       "install podman: apt-get install buildah podman runc debootstrap uidmap fuse-overlayfs"; exit 1 ;; \
+	esac
+	@echo "$(IMAGE):cpu" > $(IMAGE_REF)
+	@echo "images: $(IMAGE):cpu built; $(IMAGE_REF) names it for make compile"
+
+## image-gpu: needs the tensorflow/tensorflow GPU base; where it cannot be pulled it is not built
+## (said, not failed) unless GPU_IMAGE=required
+GPU_IMAGE ?= optional
+image-gpu: image-tools
+	@case "$(ENGINE)" in \
+	  docker) docker build -t $(IMAGE):gpu -f Dockerfile.gpu . ;; \
+	  podman) bash k8s/images/build-local.sh gpu $(IMAGE):gpu || \
+	    { rc=$$?; [ $$rc = 3 ] && [ "$(GPU_IMAGE)" != required ] || exit $$rc; } ;; \
+	  *) echo "images: neither a docker daemon nor podman+buildah here"; exit 1 ;; \
+	esac
+
+## push: push $(IMAGE):cpu and :gpu (IMAGE=REGISTRY/PATH/gallerytag); cpu.ref becomes the digest
+push:
+	@test -n "$(ENGINE)" || { echo "push: no docker daemon or podman here"; exit 1; }
+	@mkdir -p $(dir $(IMAGE_REF))
+	@if [ "$(ENGINE)" = podman ]; then \
+	  podman push --digestfile build/images/cpu.digest $(IMAGE):cpu && \
+	  echo "$(IMAGE)@$$(cat build/images/cpu.digest)" > $(IMAGE_REF); \
+	else \
+	  docker push $(IMAGE):cpu && \
+	  docker image inspect --format '{{index .RepoDigests 0}}' $(IMAGE):cpu > $(IMAGE_REF); \
+	fi
+	@! $(ENGINE) image inspect $(IMAGE):gpu >/dev/null 2>&1 || $(ENGINE) push $(IMAGE):gpu
+	@echo "push: $(IMAGE_REF) = $$(cat $(IMAGE_REF))"
 
 ## lock: re-resolve constraints.txt from requirements.txt (needs the package registry)
 lock:

@@ -23,13 +23,17 @@ wheel_dir="$cache/wheels/horovod-$version-tf$tf_version-$py_tag-$patch_sum"
 if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   missing=()
   for tool in cmake g++ make patch; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  # Debian's Python (the local container base, k8s/images/build-local.sh) ships no headers.
+  include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ -f "$include/Python.h" ] || missing+=(python3-dev)
   if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "horovod: installing build tools: ${missing[*]}"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ make patch
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"
     else
       echo "horovod: missing build tools: ${missing[*]}." >&2
-      echo "  Install them, e.g. 'sudo apt-get install cmake g++ make patch', then rerun 'make setup'." >&2
+      echo "  Install them, e.g. 'sudo apt-get install ${missing[*]}', then rerun 'make setup'." >&2
       exit 1
     fi
   fi
