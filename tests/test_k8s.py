@@ -353,6 +353,9 @@ def test_services_select_their_pods(overlay: str) -> None:
         )
         port_names = {p["name"] for p in container["spec"]["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["ports"]} <= port_names
+        # protocol is part of the port list's merge key: server-side apply on a v1.20 API
+        # server refused both Services without it.
+        assert all(p.get("protocol") == "TCP" for p in service["ports"]), service["ports"]
     assert one(overlay, "Service", "postgres")["spec"]["clusterIP"] == "None"
 
 
@@ -952,9 +955,11 @@ def test_image_matches_what_the_mpijob_expects(dockerfile: str) -> None:
     assert f"--uid {mpijob.RUN_AS_USER}" in text and f"USER {mpijob.RUN_AS_USER}" in text
     assert 'ENTRYPOINT ["gallerytag"]' in text
     assert "bash third_party/horovod/build.sh /opt/venv" in text
+    # The CPU base is a build argument (k8s/images/build-local.sh passes a local one) whose
+    # default is the public image; every FROM is pinned to a tag, never :latest.
     assert re.search(
-        r"^FROM python:3\.11-slim-bookworm|^FROM tensorflow/tensorflow:2\.21\.0-gpu", text, re.M
+        r"^ARG BASE=python:3\.11-slim-bookworm$|^FROM tensorflow/tensorflow:2\.21\.0-gpu", text, re.M
     )
     for line in text.splitlines():
-        if line.startswith("FROM "):
+        if line.startswith("FROM ") and "${BASE}" not in line:
             assert ":latest" not in line and re.search(r":[\w.-]+", line), line

@@ -74,7 +74,7 @@ prepare_base() {
     rm -rf "$dir"
   fi
   log "importing $base_tar as $local_base"
-  podman import --change 'CMD ["python"]' --change 'ENV LANG=C.UTF-8' "$base_tar" "$local_base" >/dev/null
+  podman import -q --change 'CMD ["python"]' --change 'ENV LANG=C.UTF-8' "$base_tar" "$local_base" >/dev/null
   echo "$local_base"
 }
 
