@@ -26,13 +26,19 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY requirements.txt constraints.txt ./
 # The image needs the runtime pins only: everything above requirements.txt's
-# "# test and tooling" block (pytest, ruff, kubectl, hadolint stay out).
+# "# test and tooling" block (pytest, ruff, kubectl, hadolint stay out). The wheels go
+# through a wheelhouse in the cache first (pip's own HTTP cache keeps nothing behind some
+# proxies), so a rebuild downloads only what is new and builds no sdist twice.
 RUN --mount=type=cache,target=/cache \
     if [ -n "$HOST_CA" ]; then export PIP_CERT=$HOST_CA; fi \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install "pip==25.3" \
     && sed '/^# test and tooling/,$d' requirements.txt > /tmp/requirements-runtime.txt \
-    && /opt/venv/bin/pip install -r /tmp/requirements-runtime.txt -c constraints.txt
+    && wheels=$GALLERYTAG_CACHE/wheelhouse && mkdir -p "$wheels" \
+    && /opt/venv/bin/pip wheel -q --find-links "$wheels" -w "$wheels" \
+        -r /tmp/requirements-runtime.txt -c constraints.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links "$wheels" \
+        -r /tmp/requirements-runtime.txt -c constraints.txt
 COPY third_party/horovod third_party/horovod
 # build.sh takes the wheel from the cache, or compiles it there once (installing cmake, g++,
 # make, patch and the Python headers first, which a cached wheel does not need).
@@ -68,10 +74,13 @@ RUN apt-get update \
     && printf '%s\n' 'Host *' '    Port 2222' '    StrictHostKeyChecking no' \
         '    UserKnownHostsFile /dev/null' > /etc/ssh/ssh_config.d/gallerytag.conf
 COPY --from=builder /opt/venv /opt/venv
-# Pods run with a read-only root filesystem and an emptyDir at /tmp: every cache goes there.
+# Pods run with a read-only root filesystem and an emptyDir at /tmp: every cache goes there,
+# HOME too (horovodrun writes ~/.horovod; ssh and sshd take the home from /etc/passwd, so
+# the keys stay at /home/mpiuser/.ssh). No git in the image: MLflow's GitPython stays quiet.
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
-    HOME=/home/mpiuser \
+    HOME=/tmp/home \
+    GIT_PYTHON_REFRESH=quiet \
     GALLERYTAG_HOME=/tmp/gallerytag \
     KERAS_HOME=/tmp/keras \
     MPLCONFIGDIR=/tmp/matplotlib \

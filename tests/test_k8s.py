@@ -958,7 +958,7 @@ def test_image_matches_what_the_mpijob_expects(dockerfile: str) -> None:
     # The CPU base is a build argument (k8s/images/build-local.sh passes a local one) whose
     # default is the public image; every FROM is pinned to a tag, never :latest.
     assert re.search(
-        r"^ARG BASE=python:3\.11-slim-bookworm$|^FROM tensorflow/tensorflow:2\.21\.0-gpu", text, re.M
+        r"^ARG BASE=(python:3\.11-slim-bookworm|tensorflow/tensorflow:2\.21\.0-gpu)$", text, re.M
     )
     for line in text.splitlines():
         if line.startswith("FROM ") and "${BASE}" not in line:

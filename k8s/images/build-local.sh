@@ -17,8 +17,10 @@
 # - the public base `python:3.11-slim-bookworm` cannot be pulled there, so when the pull
 #   fails a base with the same layout (Debian bookworm's Python 3.11 as `python`, a working
 #   `venv`) is made with debootstrap and imported; its tarball is cached.
-# - `~/.cache/gallerytag` is mounted at /host-cache (GALLERYTAG_CACHE): the Horovod wheel (built once,
-#   third_party/horovod/build.sh) and pip's download cache live there across builds.
+# - `--format docker`: the OCI format drops SHELL (bash with pipefail) from the Dockerfiles.
+# - `~/.cache/gallerytag` is mounted at /host-cache (GALLERYTAG_CACHE): the Horovod wheel
+#   (built once, third_party/horovod/build.sh) and a wheelhouse of the pinned stack live
+#   there across builds.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -87,7 +89,7 @@ build() {
   if [ -f "$host_ca" ]; then
     mounts+=(-v "$host_ca:/run/host-ca.crt:ro" --build-arg HOST_CA=/run/host-ca.crt)
   fi
-  buildah bud --isolation chroot --runtime runc --network host --layers \
+  buildah bud --isolation chroot --runtime runc --network host --layers --format docker \
     "${mounts[@]}" "$@" -f "$root/$dockerfile" -t "$tag" "$root" >&2
   podman image inspect --format '{{.Id}} {{.Size}}' "$tag" \
     | awk -v t="$tag" '{ printf "build-local: built %s (id %.12s, %.0f MB)\n", t, $1, $2 / 1e6 }' >&2
@@ -102,7 +104,7 @@ case ${1:-} in
       log "GPU image not built: its base $gpu_base cannot be pulled here (docs/operations.md)"
       exit 3
     fi
-    build Dockerfile.gpu "${2:?usage: build-local.sh gpu TAG}"
+    build Dockerfile.gpu "${2:?usage: build-local.sh gpu TAG}" --build-arg BASE="$gpu_base"
     ;;
   *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac
