@@ -10,7 +10,7 @@
 # 3.11 and has venv) and passes it here; every step below is the same on both.
 ARG BASE=python:3.11-slim-bookworm
 
-# ---- builder: the same steps as `make setup`, into /opt/venv ----
+# ---- builder: the same steps as `make setup` (the pinned stack, Horovod), into /opt/venv ----
 FROM ${BASE} AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # GALLERYTAG_CACHE holds the Horovod wheel (built once, keyed by Horovod, TF, Python and patch)
@@ -45,13 +45,6 @@ COPY third_party/horovod third_party/horovod
 RUN --mount=type=cache,target=/cache \
     if [ -n "$HOST_CA" ]; then export PIP_CERT=$HOST_CA; fi \
     && GALLERYTAG_CACHE=$GALLERYTAG_CACHE bash third_party/horovod/build.sh /opt/venv
-COPY pyproject.toml README.md ./
-COPY gallerytag gallerytag
-COPY components components
-COPY models models
-COPY pipelines pipelines
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && /opt/venv/bin/pip check
 
 # ---- runtime ----
 FROM ${BASE}
@@ -74,6 +67,17 @@ RUN apt-get update \
     && printf '%s\n' 'Host *' '    Port 2222' '    StrictHostKeyChecking no' \
         '    UserKnownHostsFile /dev/null' > /etc/ssh/ssh_config.d/gallerytag.conf
 COPY --from=builder /opt/venv /opt/venv
+# The project itself last, in small layers of its own: a code change rebuilds only these,
+# not the 3 GB of dependencies above.
+COPY pyproject.toml README.md /src/
+COPY gallerytag /src/gallerytag
+COPY components /src/components
+COPY models /src/models
+COPY pipelines /src/pipelines
+RUN PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pip install --no-cache-dir --no-deps \
+        --no-build-isolation /src \
+    && /opt/venv/bin/pip check \
+    && rm -rf /src
 # Pods run with a read-only root filesystem and an emptyDir at /tmp: every cache goes there,
 # HOME too (horovodrun writes ~/.horovod; ssh and sshd take the home from /etc/passwd, so
 # the keys stay at /home/mpiuser/.ssh). No git in the image: MLflow's GitPython stays quiet.
