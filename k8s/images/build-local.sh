@@ -89,7 +89,7 @@ build() {
   if [ -f "$host_ca" ]; then
     mounts+=(-v "$host_ca:/run/host-ca.crt:ro" --build-arg HOST_CA=/run/host-ca.crt)
   fi
-  buildah bud --isolation chroot --runtime runc --network host --layers --format docker \
+  buildah bud --isolation chroot --runtime runc --network host --layers --force-rm --format docker \
     "${mounts[@]}" "$@" -f "$root/$dockerfile" -t "$tag" "$root" >&2
   podman image inspect --format '{{.Id}} {{.Size}}' "$tag" \
     | awk -v t="$tag" '{ printf "build-local: built %s (id %.12s, %.0f MB)\n", t, $1, $2 / 1e6 }' >&2
