@@ -97,7 +97,11 @@ build() {
 
 case ${1:-} in
   base) prepare_base ;;
-  cpu) build Dockerfile "${2:?usage: build-local.sh cpu TAG}" --build-arg BASE="$(prepare_base)" ;;
+  cpu)
+    tag=${2:?usage: build-local.sh cpu TAG}
+    base=$(prepare_base)  # its own line: set -e stops here when no base can be had
+    build Dockerfile "$tag" --build-arg BASE="$base"
+    ;;
   gpu)
     gpu_base=docker.io/tensorflow/tensorflow:2.21.0-gpu
     if ! podman image exists "$gpu_base" && ! timeout 120 podman pull -q "$gpu_base" >/dev/null 2>&1; then
