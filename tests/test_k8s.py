@@ -353,10 +353,12 @@ def test_services_select_their_pods(overlay: str) -> None:
         )
         port_names = {p["name"] for p in container["spec"]["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["ports"]} <= port_names
-        # protocol is part of the port list's merge key: server-side apply on a v1.20 API
-        # server refused both Services without it.
-        assert all(p.get("protocol") == "TCP" for p in service["ports"]), service["ports"]
     assert one(overlay, "Service", "postgres")["spec"]["clusterIP"] == "None"
+    # protocol is part of the port list's merge key: server-side apply on a v1.20 API server
+    # refused both Services without it.
+    for service in objects(overlay, "Service"):
+        ports = service["spec"]["ports"]
+        assert all(p.get("protocol") == "TCP" for p in ports), (service["metadata"], ports)
 
 
 # ---- MLflow server ---------------------------------------------------------------------------
