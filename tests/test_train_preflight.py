@@ -54,16 +54,24 @@ def test_empty_training_split(small_dataset: str, tmp_path: Path) -> None:
 
 
 def test_label_map_mismatch_between_shards_and_manifest(small_dataset: str, tmp_path: Path):
-    """Shards holding label ids the manifest does not know are caught before training."""
-    copy = tmp_path / "mixed"
-    copy.mkdir()
-    for path in Path(small_dataset).iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["labels"] = ["a", "b"]  # the shards still use ids 0..2
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    """Shards holding label ids the manifest does not know are caught before training: a
+    genuine 2-label manifest (its dataset hash checks out) over another ingest's 3-label
+    shards. (An edited label list is caught earlier, by the dataset hash.)"""
+    two = str(tmp_path / "two-labels")
+    gallery = write_pattern_gallery(tmp_path / "gallery2", 10, ("a", "b"))
+    ingest(str(gallery), two, IngestConfig(image_size=32), ["--direct_running_mode=in_memory"])
+    manifest = dataset.read_manifest(two)
+    three = dataset.read_manifest(small_dataset)
+    for split in ("train", "validation", "test"):
+        for ours, theirs in zip(manifest.shards[split], three.shards[split], strict=False):
+            Path(two, ours).write_bytes(Path(small_dataset, theirs).read_bytes())
     with pytest.raises(dataset.DatasetError, match="different ingests"):
-        preflight(TrainConfig(data=str(copy)))
+        preflight(TrainConfig(data=two))
+    edited = json.loads(Path(two, "manifest.json").read_text())
+    edited["labels"] = ["b", "a"]
+    Path(two, "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(dataset.DatasetError, match="does not match its dataset_hash"):
+        preflight(TrainConfig(data=two))
 
 
 def test_unwritable_checkpoint_dir(small_dataset: str, tmp_path: Path) -> None:
