@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-data test test-fast lint format bench compile pipeline-local images image-tools image-cpu image-gpu push lock clean
+.PHONY: setup browser demo demo-data test test-fast lint format bench bench-quality compile pipeline-local images image-tools image-cpu image-gpu push lock clean
 
 ## setup: create .venv, install the pinned stack, build Horovod (cached), and Debian's chromium
 ## for the review page's browser test where we may install it; a no-op when up to date
@@ -69,6 +69,10 @@ bench: setup
 	$(PY) bench/ingest_memory.py --base 20000 --copies 5
 	$(PY) bench/tag.py --images 20000 --small 5000
 	$(PY) bench/tag_memory.py --small 10000 --base 20000 --copies 5
+
+## bench-quality: default recipe vs its linear probe, 5 galleries x 3 split seeds (hours on 2 cores)
+bench-quality: setup demo-data
+	$(PY) bench/quality.py
 
 ## compile: write the KFP pipelines (training.yaml, tagging.yaml) to build/pipelines, with the
 ## image `make images` / `make push` recorded in build/images/cpu.ref (GALLERYTAG_IMAGE wins)
