@@ -194,17 +194,13 @@ def tag(
 
     from components.common.tracking import fetch_tagger, tracking
     from components.tag.pipeline import TagOutputs, run
-    from components.tag.policy import TagPolicy
-    from components.tag.policy_source import choose_policy, describe
+    from components.tag.policy_source import choose_policy, describe, manual_policy
 
-    manual = None
-    if min_score >= 0 or min_margin >= 0:
-        defaults = TagPolicy()
-        manual = TagPolicy(
-            min_score=min_score if min_score >= 0 else defaults.min_score,
-            min_margin=min_margin if min_margin >= 0 else defaults.min_margin,
-            origin={"source": "pipeline parameters"},
-        )
+    manual = manual_policy(  # KFP floats cannot be None: negative means "not set"
+        min_score if min_score >= 0 else None,
+        min_margin if min_margin >= 0 else None,
+        source="pipeline parameters",
+    )
     with tracking(tracking_uri), tempfile.TemporaryDirectory() as tmp:
         tagger = fetch_tagger(model_uri, tmp)
         policy = choose_policy(tagger, manual, "model", tmp)

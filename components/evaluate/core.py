@@ -134,10 +134,11 @@ def threshold_table(
     return rows
 
 
-def threshold_for_accuracy(table: list[dict], target: float) -> float | None:
-    """Lowest threshold whose kept predictions reach `target` accuracy (None if none does)."""
+def threshold_for_accuracy(table: list[dict], target: float, min_kept: int = 1) -> float | None:
+    """Lowest threshold whose kept predictions (at least `min_kept` of them) reach `target`
+    accuracy (None if none does)."""
     for row in table:
-        if row["accuracy"] is not None and row["accuracy"] >= target:
+        if row["kept"] >= min_kept and row["accuracy"] is not None and row["accuracy"] >= target:
             return float(row["threshold"])
     return None
 

@@ -12,18 +12,21 @@ from __future__ import annotations
 import numpy as np
 
 from components.common.policy_file import NEVER, POLICY_SCHEMA_VERSION
-from components.evaluate.core import CONFIDENCE_THRESHOLDS, top1_and_margin, wilson_interval
+from components.evaluate.core import (
+    threshold_for_accuracy,
+    threshold_table,
+    top1_and_margin,
+    wilson_interval,
+)
 
 
 def lowest_bar(
-    confidence: np.ndarray, correct: np.ndarray, target: float, min_kept: int
+    probabilities: np.ndarray, labels: np.ndarray, target: float, min_kept: int
 ) -> float | None:
-    """The lowest threshold whose kept predictions reach `target` accuracy, or None."""
-    for threshold in CONFIDENCE_THRESHOLDS:
-        kept = confidence >= threshold
-        if kept.sum() >= min_kept and correct[kept].mean() >= target:
-            return float(threshold)
-    return None
+    """The lowest confidence threshold of the threshold table whose kept predictions (at
+    least `min_kept`) reach `target` accuracy, or None."""
+    table = threshold_table(probabilities, labels, "confidence")
+    return threshold_for_accuracy(table, target, min_kept)
 
 
 def derive_policy(
@@ -38,13 +41,13 @@ def derive_policy(
     coverage it gives on these images, with a 95% interval for the precision."""
     predicted, confidence, _ = top1_and_margin(probabilities)
     correct = predicted == labels
-    global_bar = lowest_bar(confidence, correct, target_precision, min_kept)
+    global_bar = lowest_bar(probabilities, labels, target_precision, min_kept)
     per_label = {}
     for index, name in enumerate(names):
         mine = predicted == index
         own = None
         if mine.sum() >= min_label_support:
-            own = lowest_bar(confidence[mine], correct[mine], target_precision, min_kept)
+            own = lowest_bar(probabilities[mine], labels[mine], target_precision, min_kept)
         bar, source = (own, "label") if own is not None else (global_bar, "global")
         per_label[name] = {
             "min_score": NEVER if bar is None else bar,

@@ -63,7 +63,7 @@ def tag(
     Extra arguments go to Beam, e.g. --runner DataflowRunner."""
     from components.common.tracking import fetch_tagger, tracking
     from components.tag.pipeline import TagOutputs, run
-    from components.tag.policy_source import choose_policy, describe
+    from components.tag.policy_source import choose_policy, describe, manual_policy
 
     cutoffs = {}
     for pair in label_thresholds:
@@ -71,15 +71,7 @@ def tag(
         if not sep or not label:
             raise click.BadParameter(f"'{pair}' is not LABEL=P", param_hint="--label-threshold")
         cutoffs[label] = float(value)
-    manual = None
-    if min_score is not None or min_margin is not None or cutoffs:
-        manual = TagPolicy(
-            DEFAULTS.min_score if min_score is None else min_score,
-            DEFAULTS.min_margin if min_margin is None else min_margin,
-            DEFAULTS.top_k,
-            cutoffs,
-            origin={"source": "command line"},
-        )
+    manual = manual_policy(min_score, min_margin, cutoffs)
     outputs = TagOutputs(output_format, shards, incremental, write_metadata, copy_to)
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         with tracking(tracking_uri):

@@ -38,6 +38,25 @@ def read_policy(where: str, tagger: TaggerSpec, tmp: str) -> dict | None:
     return policy
 
 
+def manual_policy(
+    min_score: float | None,
+    min_margin: float | None,
+    cutoffs: dict[str, float] | None = None,
+    source: str = "command line",
+) -> TagPolicy | None:
+    """Bars set by hand (an unset one takes TagPolicy's default), or None when none is set."""
+    if min_score is None and min_margin is None and not cutoffs:
+        return None
+    defaults = TagPolicy()
+    return TagPolicy(
+        defaults.min_score if min_score is None else min_score,
+        defaults.min_margin if min_margin is None else min_margin,
+        defaults.top_k,
+        cutoffs or {},
+        origin={"source": source},
+    )
+
+
 def choose_policy(
     tagger: TaggerSpec, manual: TagPolicy | None, thresholds_from: str = "model", tmp: str = "."
 ) -> TagPolicy:

@@ -20,11 +20,6 @@ def auto_epochs(train_images: int, global_batch: int, target_steps: int = TARGET
     return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(target_steps / steps_per_epoch)))
 
 
-def auto_patience(epochs: int) -> int:
-    """Epochs without a better validation loss before stopping: a third of the phase, >= 3."""
-    return max(3, epochs // 3)
-
-
 def over_budget(elapsed_s: float, last_epoch_s: float, budget_minutes: float) -> bool:
     """Whether another epoch like the last one would end past the time budget (0 = none)."""
     if budget_minutes <= 0:
