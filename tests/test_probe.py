@@ -74,3 +74,25 @@ def test_time_budget_stops_before_the_epoch_that_would_overrun() -> None:
     assert not over_budget(10_000, 100, 0)
     assert not over_budget(400, 100, 10)
     assert over_budget(550, 100, 10)
+
+
+def test_new_options_refuse_nonsense_with_a_clear_error(tmp_path) -> None:
+    """--target-precision outside (0, 1], a negative time budget, label smoothing >= 1, an
+    unknown head init and a --thresholds-from path that is not there: one clear error each."""
+    from click.testing import CliRunner
+
+    from components.common.tracking import TaggerSpec
+    from components.tag.policy_source import read_policy
+    from components.train.config import TrainConfig
+    from gallerytag.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--model", "m", "--data", "d", "--target-precision", "1.5"]
+    )
+    assert result.exit_code == 2 and "--target-precision" in result.output
+    for bad in ({"time_budget_minutes": -1}, {"label_smoothing": 1.0}, {"head_init": "lp"}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    spec = TaggerSpec("m.keras", ["a", "b"], 32, "pad", False, "models:/x/1", "run1", "1")
+    with pytest.raises(ValueError, match="does not exist"):
+        read_policy(str(tmp_path / "nowhere"), spec, str(tmp_path))

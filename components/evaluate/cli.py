@@ -35,6 +35,7 @@ SUSPECTS = SuspectConfig()
               help="Top-k accuracy to report (k >= 1).")  # fmt: skip
 @click.option(
     "--target-precision",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
     default=EVAL.target_precision,
     show_default=True,
     help="Precision promised for auto tags: policy.json holds the lowest top-1 bar per label "
