@@ -63,7 +63,7 @@ def _start_inspect(staging: str, size: int) -> None:
     """Pool initialiser: one Inspect DoFn per process, staging into its own pack."""
     global _inspect
     from components.ingest.core import IngestConfig
-    from components.ingest.pipeline import Inspect
+    from components.ingest.steps import Inspect
 
     _inspect = Inspect(IngestConfig(image_size=size), staging)
     _inspect.start_bundle()

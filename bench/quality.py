@@ -36,7 +36,7 @@ WINTER = {
 
 def fashion_gallery(folder: Path, per_class: int) -> Path:
     """Fashion-MNIST as class folders, `per_class` images each (demo's materialiser)."""
-    from gallerytag.demo import materialise_gallery
+    from gallerytag.gallery import materialise_gallery
 
     if not (folder / "gallery").exists():
         materialise_gallery(folder, per_class, inbox_size=0, seed=0)

@@ -18,10 +18,14 @@ from components.review.cli import review
 from components.tag.cli import tag
 from components.train.cli import train
 from gallerytag.demo import demo
+from gallerytag.run import run_command
 from pipelines.cli import pipeline
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
-@click.group()
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="gallerytag", message="gallerytag %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def cli(verbose: bool) -> None:
     """Ingest, train, evaluate and tag image galleries."""
@@ -34,7 +38,10 @@ def cli(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
-for command in (ingest, train, evaluate, promote, tag, review, demo, pipeline):
+for command in (ingest, train, evaluate, promote, tag, review, demo, pipeline, run_command):
+    # -h and --version on every command, not only on `gallerytag` itself.
+    command.context_settings = {**CONTEXT, **command.context_settings}
+    click.version_option(package_name="gallerytag", message="gallerytag %(version)s")(command)
     cli.add_command(command)
 
 
@@ -55,7 +62,7 @@ def main() -> None:
 
     exit_on_sigterm()
     try:
-        cli(standalone_mode=False)
+        cli(prog_name="gallerytag", standalone_mode=False)
     except click.exceptions.Abort:
         raise SystemExit(130) from None
     except click.ClickException as error:

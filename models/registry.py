@@ -7,7 +7,7 @@ keras.applications ones take weights="imagenet" (downloaded) or a local weights 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,32 +80,45 @@ def _identity(x):  # EfficientNetB0 normalises inside the application
     return x
 
 
+def _application_spec(
+    name: str, application: Callable, preprocess: Callable, size: int, blocks: Iterable[str]
+) -> BackboneSpec:
+    """A keras.applications backbone (no offline weights: downloaded by Keras when asked)."""
+    head = {"mobilenet_v2": ("Conv_1",), "efficientnet_b0": ("top_",)}.get(name, ())
+    return BackboneSpec(
+        name,
+        _keras_application(application, preprocess),
+        size,
+        offline_weights=False,
+        block_prefixes=tuple(blocks),
+        head_prefixes=head,
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         *(_lite_spec(variant) for variant in VARIANTS.values()),
-        BackboneSpec(
+        _application_spec(
             "mobilenet_v2",
-            _keras_application(keras.applications.MobileNetV2, _scale_to_unit_range),
+            keras.applications.MobileNetV2,
+            _scale_to_unit_range,
             224,
-            offline_weights=False,
-            block_prefixes=tuple(f"block_{i}_" for i in range(1, 17)),
-            head_prefixes=("Conv_1",),
+            (f"block_{i}_" for i in range(1, 17)),
         ),
-        BackboneSpec(
+        _application_spec(
             "efficientnet_b0",
-            _keras_application(keras.applications.EfficientNetB0, _identity),
+            keras.applications.EfficientNetB0,
+            _identity,
             224,
-            offline_weights=False,
-            block_prefixes=tuple(f"block{i}" for i in range(1, 8)),
-            head_prefixes=("top_",),
+            (f"block{i}" for i in range(1, 8)),
         ),
-        BackboneSpec(
+        _application_spec(
             "inception_v3",
-            _keras_application(keras.applications.InceptionV3, _scale_to_unit_range),
+            keras.applications.InceptionV3,
+            _scale_to_unit_range,
             299,
-            offline_weights=False,
-            block_prefixes=tuple(f"mixed{i}" for i in range(11)),
+            (f"mixed{i}" for i in range(11)),
         ),
     )
 }

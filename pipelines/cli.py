@@ -62,6 +62,34 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
     return params
 
 
+def run_file_params(path: str | None, name: str) -> dict[str, object]:
+    """The pipeline parameters a run file sets (its sections flattened; the run section's
+    source / tag_source / tag_out become the pipeline's source and out)."""
+    if not path:
+        return {}
+    from gallerytag.runfile import load
+
+    sections = load(path).as_sections()
+    flat = {key: value for values in sections.values() for key, value in values.items()}
+    target = sections["run"]
+    if name == "tagging":
+        flat["source"], flat["out"] = target["tag_source"], target["tag_out"]
+    declared = set(pipeline_parameters(name))
+    unset = {key for key in ("source", "out") if not flat.get(key)}  # required: not from here
+    return {
+        key: value
+        for key, value in flat.items()
+        if key in declared and key not in unset and value is not None
+    }
+
+
+def pipeline_parameters(name: str) -> list[str]:
+    """The parameter names of pipeline `name`, from its (derived) signature."""
+    import inspect
+
+    return list(inspect.signature(pipeline_function(name).pipeline_func).parameters)
+
+
 def run_local(source: str | None, work_dir: str, params: dict[str, object]) -> dict:
     """Run the training pipeline end to end on this machine: KFP's subprocess runner, the
     embedded MLflow server, horovodrun on localhost. Returns the tasks' outputs."""
@@ -72,7 +100,7 @@ def run_local(source: str | None, work_dir: str, params: dict[str, object]) -> d
 
     work = Path(work_dir)
     if source is None:
-        from gallerytag.demo import materialise_gallery
+        from gallerytag.gallery import materialise_gallery
 
         materialise_gallery(work, per_class=100, inbox_size=0)
         source = str(work / "gallery")
@@ -107,10 +135,16 @@ def compile_command(out_dir: str) -> None:
               "gallery written into the work dir.")  # fmt: skip
 @click.option("--work-dir", default=None, help="Where artifacts land (default: a temp dir).")
 @click.option("--param", "params", multiple=True, help="Pipeline parameter KEY=VALUE.")
-def run_command(local: bool, source: str | None, work_dir: str | None, params) -> None:
+@click.option("--config", "run_file", default=None, type=click.Path(dir_okay=False),
+              help="A run file (gallerytag run's YAML): its settings become the pipeline's "
+              "parameters; --param wins over it.")  # fmt: skip
+def run_command(
+    local: bool, source: str | None, work_dir: str | None, params, run_file: str | None
+) -> None:
     """Run the training pipeline end to end on this machine, no cluster needed."""
     work = work_dir or tempfile.mkdtemp(prefix="gallerytag-kfp-")
-    arguments = parse_params(params)
+    arguments = run_file_params(run_file, "training") | parse_params(params)
+    source = source or arguments.pop("source", None) or None
     configured = arguments.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     run_local(source, work, arguments)
     click.echo(f"pipeline finished; artifacts (dataset, report.html, decision) under {work}/kfp")
@@ -150,19 +184,40 @@ def _client(host: str):
     return kfp.Client(host=host)
 
 
+def server_run_options(command):
+    """The options `submit` and `schedule` share: host, parameters, run file, account."""
+    options = [
+        click.option("--host", required=True, envvar="KFP_HOST", show_envvar=True,
+                     help="KFP API endpoint."),
+        click.option("--experiment", default="gallerytag", show_default=True),
+        click.option("--param", "params", multiple=True, help="Pipeline parameter KEY=VALUE."),
+        click.option("--service-account", default=SERVICE_ACCOUNT, show_default=True,
+                     help="Pods run as this (k8s/base/rbac.yaml lets it start MPIJobs)."),
+        click.option("--config", "run_file", default=None, type=click.Path(dir_okay=False),
+                     help="A run file (gallerytag run's YAML): its settings become the "
+                     "pipeline's parameters; --param wins over it."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @pipeline.command("submit")
 @click.argument("name", type=click.Choice(sorted(PIPELINES)))
-@click.option("--host", required=True, envvar="KFP_HOST", help="KFP API endpoint.")
-@click.option("--experiment", default="gallerytag", show_default=True)
 @click.option("--run-name", default=None)
-@click.option("--param", "params", multiple=True, help="Pipeline parameter KEY=VALUE.")
-@click.option("--service-account", default=SERVICE_ACCOUNT, show_default=True,
-              help="Pods run as this (k8s/base/rbac.yaml lets it start MPIJobs).")  # fmt: skip
+@server_run_options
 def submit_command(
-    name: str, host: str, experiment: str, run_name: str | None, params, service_account: str
+    name: str,
+    host: str,
+    experiment: str,
+    run_name: str | None,
+    params,
+    service_account: str,
+    run_file: str | None,
 ) -> None:
     """Compile and start one run of a pipeline on a KFP server."""
-    arguments = parse_params(params)  # a bad pair fails before any request is sent
+    # A bad pair or run file fails before any request is sent.
+    arguments = run_file_params(run_file, name) | parse_params(params)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_all(tmp)[name]
         check_params(package, name, arguments)
@@ -178,13 +233,9 @@ def submit_command(
 
 @pipeline.command("schedule")
 @click.argument("name", type=click.Choice(sorted(PIPELINES)))
-@click.option("--host", required=True, envvar="KFP_HOST", help="KFP API endpoint.")
 @click.option("--cron", required=True, help="e.g. '0 2 * * *' (02:00 daily); 5 or 6 fields.")
-@click.option("--experiment", default="gallerytag", show_default=True)
 @click.option("--job-name", default=None)
-@click.option("--param", "params", multiple=True, help="Pipeline parameter KEY=VALUE.")
-@click.option("--service-account", default=SERVICE_ACCOUNT, show_default=True,
-              help="Pods run as this (k8s/base/rbac.yaml lets it start MPIJobs).")  # fmt: skip
+@server_run_options
 def schedule_command(
     name: str,
     host: str,
@@ -193,9 +244,11 @@ def schedule_command(
     job_name: str | None,
     params,
     service_account: str,
+    run_file: str | None,
 ) -> None:
     """Upload a pipeline and create a recurring run on a cron schedule."""
-    arguments = parse_params(params)  # a bad pair or cron fails before any request is sent
+    # A bad pair, run file or cron fails before any request is sent.
+    arguments = run_file_params(run_file, name) | parse_params(params)
     cron_expression = kfp_cron(cron)
     pipeline_name = f"gallerytag-{name}"
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,8 +39,7 @@ def ingest(
     source: str,
     corrections: str,
     fingerprint: str,
-    image_size: int,
-    near_duplicate_distance: int,
+    ingest_config: dict,
     dataset: Output[Dataset],
 ) -> None:
     """Validate, dedupe, split and shard the source into a dataset artifact, with the
@@ -48,9 +47,10 @@ def ingest(
     from components.ingest.core import IngestConfig
     from components.ingest.pipeline import run
     from components.ingest.sources import split_locations
+    from pipelines.parameters import config_from_kfp
 
     out = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
-    config = IngestConfig(image_size=image_size, near_duplicate_distance=near_duplicate_distance)
+    config = config_from_kfp(IngestConfig, ingest_config, "ingest step")
     summary = run(source, out, config, corrections=split_locations(corrections))
     dataset.metadata.update(
         {"dataset_hash": summary.dataset_hash, "fingerprint": fingerprint, "seen": summary.seen}
@@ -58,53 +58,35 @@ def ingest(
 
 
 @_component
-def train(
-    dataset: Input[Dataset],
-    tracking_uri: str,
-    registered_model: str,
-    experiment: str,
-    backbone: str,
-    workers: int,
-    head_epochs: int,
-    finetune_epochs: int,
-    batch_size: int,
-    launcher: str,
-    mpijob_image: str,
-    gpus_per_worker: int,
-    checkpoint_root: str,
-    mpijob_options: dict,
-) -> str:
+def train(dataset: Input[Dataset], train_config: dict, cluster: dict) -> str:
     """Fine-tune with Horovod (horovodrun in this pod, or an MPIJob on the cluster); returns
-    the registered model version as models:/NAME/VERSION. `mpijob_options` sets MPIJobConfig
-    fields such as node_selector, tolerations, cpu_request, memory_request."""
+    the registered model version as models:/NAME/VERSION. `cluster.mpijob_options` sets
+    MPIJobConfig fields such as node_selector, tolerations, cpu_request, memory_request."""
+    import dataclasses
+
     from components.train.config import TrainConfig
+    from pipelines.parameters import ClusterConfig, config_from_kfp
 
     data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
-    config = TrainConfig(
-        data=data,
-        backbone=backbone,
-        workers=workers,
-        head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs,
-        batch_size=batch_size,
-        experiment=experiment,
-        registered_model=registered_model,
+    config = dataclasses.replace(
+        config_from_kfp(TrainConfig, train_config, "train step"), data=data
     )
-    if launcher == "local":
+    where = config_from_kfp(ClusterConfig, cluster, "train step")
+    if where.launcher == "local":
         from components.train.launcher import train as run_training
 
-        result = run_training(config, tracking_uri)
+        result = run_training(config, where.tracking_uri)
         return f"models:/{result.registered_model}/{result.version}"
     from components.train.kubernetes import run_mpijob
 
-    return run_mpijob(
-        config,
-        tracking_uri,
-        mpijob_image,
-        workers,
-        gpus_per_worker,
-        checkpoint_root,
-        mpijob_options,
+    return run_mpijob(  # workers = pods; the MPIJob sets the ranks (pods x GPUs)
+        dataclasses.replace(config, workers=1),
+        where.tracking_uri,
+        where.mpijob_image,
+        config.workers,
+        where.gpus_per_worker,
+        where.checkpoint_root,
+        where.mpijob_options,
     )
 
 
@@ -113,21 +95,30 @@ def evaluate(
     model_uri: str,
     dataset: Input[Dataset],
     tracking_uri: str,
+    evaluate_config: dict,
+    suspect_config: dict,
     report: Output[HTML],
     metrics: Output[Metrics],
 ) -> float:
     """Metrics, report and suspects for the candidate; returns its test top-1."""
+    import dataclasses
     import os
     import shutil
     import tempfile
 
     from components.common.tracking import tracking
+    from components.evaluate.config import EvaluateConfig, SuspectConfig
     from components.evaluate.run import REPORT_FILE, evaluate
+    from pipelines.parameters import config_from_kfp
 
     data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
+    config = dataclasses.replace(
+        config_from_kfp(EvaluateConfig, evaluate_config, "evaluate step"),
+        suspects=config_from_kfp(SuspectConfig, suspect_config, "evaluate step"),
+    )
     out = tempfile.mkdtemp(prefix="evaluation-")
     with tracking(tracking_uri):
-        result = evaluate(model_uri, data, out)
+        result = evaluate(model_uri, data, out, config)
     shutil.copy(os.path.join(out, REPORT_FILE), report.path)
     metrics.log_metric("test_top1", result.top1)
     metrics.log_metric(f"test_top{result.k}", result.topk)
@@ -140,26 +131,20 @@ def gate(
     model_uri: str,
     dataset: Input[Dataset],
     tracking_uri: str,
-    alias: str,
-    min_improvement: float,
-    max_recall_drop: float,
-    absolute_floor: float,
+    gate_config: dict,
     decision: Output[Artifact],
 ) -> bool:
     """Compare the candidate with the current champion; returns whether it may be promoted
     (the pipeline's dsl.If reads it). The alias is not touched here."""
     from components.common.tracking import tracking
-    from components.evaluate.gate import GateConfig
+    from components.evaluate.config import GateConfig
     from components.evaluate.promote import judge
+    from pipelines.parameters import config_from_kfp
 
     data = dataset.uri if dataset.uri.startswith("gs://") else dataset.path
-    config = GateConfig(
-        min_improvement=min_improvement,
-        max_recall_drop=max_recall_drop,
-        absolute_floor=absolute_floor,
-    )
+    config = config_from_kfp(GateConfig, gate_config, "gate step")
     with tracking(tracking_uri):
-        verdict = judge(model_uri, data, alias, config, decision_path=decision.path)
+        verdict = judge(model_uri, data, config, decision_path=decision.path)
     for reason in verdict.reasons:
         print(f"gate: {reason}", flush=True)
     return verdict.promote
@@ -182,36 +167,23 @@ def tag(
     model_uri: str,
     tracking_uri: str,
     out: str,
-    output_format: str,
-    incremental: bool,
-    min_score: float,
-    min_margin: float,
+    tag_config: dict,
+    tag_outputs: dict,
     metrics: Output[Metrics],
 ) -> str:
-    """Tag every image under the source with the model; returns the output folder.
-    Negative min_score and min_margin: the bars of the model's own evaluation."""
+    """Tag every image under the source with the model; returns the output folder."""
     import tempfile
 
-    from components.common.tracking import fetch_tagger, tracking
-    from components.tag.pipeline import TagOutputs, run
-    from components.tag.policy_source import choose_policy, describe, manual_policy
+    from components.tag.cli import tagger_and_policy
+    from components.tag.config import TagConfig, TagOutputs
+    from components.tag.pipeline import run
+    from pipelines.parameters import config_from_kfp
 
-    manual = manual_policy(  # KFP floats cannot be None: negative means "not set"
-        min_score if min_score >= 0 else None,
-        min_margin if min_margin >= 0 else None,
-        source="pipeline parameters",
-    )
-    with tracking(tracking_uri), tempfile.TemporaryDirectory() as tmp:
-        tagger = fetch_tagger(model_uri, tmp)
-        policy = choose_policy(tagger, manual, "model", tmp)
-        print(describe(policy), flush=True)
-        summary = run(
-            source,
-            out,
-            tagger,
-            policy,
-            TagOutputs(format=output_format, incremental=incremental),
-        )
+    config = config_from_kfp(TagConfig, tag_config, "tag step")
+    outputs = config_from_kfp(TagOutputs, tag_outputs, "tag step")
+    with tempfile.TemporaryDirectory() as tmp:
+        tagger, policy = tagger_and_policy(model_uri, config, tracking_uri, tmp)
+        summary = run(source, out, tagger, policy, outputs)
     for name in ("seen", "auto", "review", "rejected"):
         metrics.log_metric(name, getattr(summary, name))
     return out

@@ -120,8 +120,11 @@ def test_registered_model_evaluates_and_is_promoted(
     run = mlflow.get_run(result.run_id)
     assert run.data.metrics["test_top1_probe"] == pytest.approx(evaluation.probe_top1)
     assert "val_accuracy_probe" in run.data.metrics and "probe_c" in run.data.params
-    decision = promote(model_uri, trained["dataset"])
+    decision_file = trained["root"] / "decision.json"
+    decision = promote(model_uri, trained["dataset"], decision_path=str(decision_file))
     assert decision.promote and decision.probe_top1 == pytest.approx(evaluation.probe_top1)
+    # The gate reuses the evaluation's predictions and probe instead of computing them again.
+    assert json.loads(decision_file.read_text())["candidate_scores"] == "reused from its evaluation"
     champion = mlflow.MlflowClient().get_model_version_by_alias(result.registered_model, "champion")
     assert champion.version == str(result.version)
 

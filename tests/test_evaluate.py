@@ -41,11 +41,11 @@ def tiny_tagger(n_classes: int, size: int = SIZE, seed: int = 0):
 
 def split_arrays(dataset_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of one split."""
-    from components.evaluate.run import read_records
+    from components.common.tfdata import read_in_order
 
     manifest = dataset.read_manifest(dataset_dir)
     files = dataset.shard_paths(dataset_dir, manifest, split)
-    batches = list(read_records(files, manifest.image_size, 256))
+    batches = list(read_in_order(files, manifest.image_size, 256))
     return (
         np.concatenate([b["image"].numpy() for b in batches]),
         np.concatenate([b["label"].numpy() for b in batches]),
@@ -220,6 +220,7 @@ def test_gate_moves_the_alias_in_a_real_registry(
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     record = json.loads(decision_file.read_text())
     assert record["promote"] and record["champion"] == f"models:/{name}/1"
+    assert record["candidate_scores"] == "predicted"  # never evaluated: nothing to reuse
     tags = client.get_model_version(name, "2").tags
     assert tags["gallerytag.gate"] == "pass" and tags["gallerytag.promoted_to"] == "champion"
 

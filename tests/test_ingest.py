@@ -22,7 +22,9 @@ from components.ingest.core import (
     split_key,
     validate_label,
 )
-from components.ingest.pipeline import MakeExamples, PackWriter, pack_path, run
+from components.ingest.packs import PackWriter, pack_path
+from components.ingest.pipeline import run
+from components.ingest.steps import MakeExamples
 from tests.conftest import jpeg_bytes, pattern_image, write_broken_files, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")
@@ -274,7 +276,7 @@ def test_fingerprints_survive_the_runner_compressed_and_merge() -> None:
     same duplicates as the pure core (two packs; the same bytes listed twice; a near copy)."""
     import pickle
 
-    from components.ingest.pipeline import PlanDeduplicationFn
+    from components.ingest.dedupe import PlanDeduplicationFn
 
     near = (1 << 255) | 12345
     first = [("p1", 0, "b.jpg", "cat", "aa" * 32, near), ("p1", 1, "a.jpg", "cat", "aa" * 32, near)]

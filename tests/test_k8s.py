@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import fnmatch
 import importlib.util
 import json
@@ -43,16 +44,12 @@ DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 NAMESPACE = "gallerytag"
 
-TRAIN_ARGS = [
-    "--data",
-    "gs://gallery-data/datasets/rooms",
-    "--checkpoint-dir",
-    "gs://gallery-data/checkpoints/rooms-1",
-    "--head-epochs",
-    "4",
-    "--registered-model",
-    "rooms",
-]
+TRAIN = TrainConfig(
+    data="gs://gallery-data/datasets/rooms",
+    checkpoint_dir="gs://gallery-data/checkpoints/rooms-1",
+    head_epochs=4,
+    registered_model="rooms",
+)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -717,7 +714,7 @@ def gpu_config(**changes: Any) -> MPIJobConfig:
     values: dict[str, Any] = {
         "name": "rooms-train-1",
         "image": "europe-docker.pkg.dev/p/gallerytag/gallerytag:gpu-1",
-        "train_args": TRAIN_ARGS,
+        "train": TRAIN,
         "workers": 3,
         "gpus_per_worker": 2,
         "cpu_request": "8",
@@ -734,7 +731,7 @@ def cpu_config(**changes: Any) -> MPIJobConfig:
     values: dict[str, Any] = {
         "name": "rooms-cpu",
         "image": "gallerytag:cpu",
-        "train_args": TRAIN_ARGS,
+        "train": TRAIN,
         "workers": 2,
     }
     values.update(changes)
@@ -846,7 +843,7 @@ def test_launcher_runs_horovodrun_on_the_training_worker() -> None:
     assert worker_command == ["/usr/sbin/sshd", "-De", "-f", mpijob.SSHD_CONFIG]
 
 
-def test_ranks_get_the_parsed_training_config() -> None:
+def test_ranks_get_the_training_config() -> None:
     from components.common import storage
 
     command = launcher_command(build_mpijob(gpu_config()))
@@ -868,7 +865,7 @@ def test_tracking_uri_defaults_to_the_in_cluster_server() -> None:
     assert env(build_mpijob(cpu_config()))["MLFLOW_TRACKING_URI"] == (
         f"http://mlflow.{NAMESPACE}.svc:5000"
     )
-    given = cpu_config(train_args=[*TRAIN_ARGS, "--tracking-uri", "http://mlflow.other:5000"])
+    given = cpu_config(tracking_uri="http://mlflow.other:5000")
     assert env(build_mpijob(given))["MLFLOW_TRACKING_URI"] == "http://mlflow.other:5000"
     overridden = cpu_config(env={"MLFLOW_TRACKING_URI": "http://x:5000"})
     assert env(build_mpijob(overridden))["MLFLOW_TRACKING_URI"] == "http://x:5000"
@@ -882,11 +879,9 @@ def test_tracking_uri_defaults_to_the_in_cluster_server() -> None:
         ({"workers": 0}, "workers must be at least 1"),
         ({"gpus_per_worker": -1}, "gpus_per_worker"),
         ({"image": ""}, "image is empty"),
-        ({"train_args": ["--data", "gs://b/d"]}, "--checkpoint-dir"),
-        ({"train_args": [*TRAIN_ARGS, "--workers", "3"]}, "drop --workers"),
-        ({"train_args": [*TRAIN_ARGS, "--no-such-option"]}, "bad train_args"),
-        ({"train_args": ["--checkpoint-dir", "gs://b/c"]}, "--data"),
-        ({"train_args": ["--help"]}, "--help"),
+        ({"train": TrainConfig(data="gs://b/d")}, "needs checkpoint_dir"),
+        ({"train": dataclasses.replace(TRAIN, workers=3)}, "leave workers at 1"),
+        ({"train": TrainConfig(checkpoint_dir="gs://b/c")}, "has no data"),
     ],
 )
 def test_bad_config_is_refused_with_the_fix(changes: dict[str, Any], message: str) -> None:
@@ -894,8 +889,8 @@ def test_bad_config_is_refused_with_the_fix(changes: dict[str, Any], message: st
         build_mpijob(cpu_config(**changes))
 
 
-def test_workers_flag_matching_the_job_is_accepted() -> None:
-    job = build_mpijob(gpu_config(train_args=[*TRAIN_ARGS, "--workers", "6"]))
+def test_workers_matching_the_job_are_accepted() -> None:
+    job = build_mpijob(gpu_config(train=dataclasses.replace(TRAIN, workers=6)))
     assert launcher_command(job)[2] == "6"
 
 

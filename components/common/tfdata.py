@@ -13,14 +13,35 @@ FEATURES = {
 }
 
 
+WITH_URI = {**FEATURES, dataset.FEATURE_URI: tf.io.FixedLenFeature([], tf.string)}
+
+
+def _pixels(example: dict, image_size: int) -> tf.Tensor:
+    image = tf.io.decode_jpeg(example[dataset.FEATURE_IMAGE], channels=3)
+    return tf.cast(tf.ensure_shape(image, [image_size, image_size, 3]), tf.float32)
+
+
 def _decode(image_size: int):
     def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         example = tf.io.parse_single_example(serialized, FEATURES)
-        image = tf.io.decode_jpeg(example[dataset.FEATURE_IMAGE], channels=3)
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return tf.cast(image, tf.float32), example[dataset.FEATURE_LABEL]
+        return _pixels(example, image_size), example[dataset.FEATURE_LABEL]
 
     return decode
+
+
+def read_in_order(files: list[str], image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of {image, label, uri} in file order, read once (evaluation and the gate)."""
+
+    def decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        example = tf.io.parse_single_example(serialized, WITH_URI)
+        return {
+            "image": _pixels(example, image_size),
+            "label": example[dataset.FEATURE_LABEL],
+            "uri": example[dataset.FEATURE_URI],
+        }
+
+    records = tf.data.TFRecordDataset(files)
+    return records.map(decode, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(2)
 
 
 def augmentation(image_size: int):

@@ -7,19 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from components.evaluate.config import GateConfig
 from components.evaluate.core import paired_test, wilson_interval
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """When a candidate counts as really better than the champion."""
-
-    min_improvement: float = 0.0  # top-1 gain needed; a tie (gain 0) never promotes
-    max_p_value: float = 0.05  # McNemar's exact test; 1.0 turns significance off
-    max_recall_drop: float = 0.05  # no class may lose more recall than this
-    min_class_support: int = 5  # classes with fewer test images are too noisy to judge
-    absolute_floor: float = 0.5  # top-1 the first model must reach (no champion yet)
-    beat_probe: bool = True  # the first model must beat its own linear probe (frozen backbone)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,15 +15,12 @@ from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core
 from components.evaluate.floor import measure_probe
 from components.evaluate.gate import Decision, GateConfig, decide, decide_first
-from components.evaluate.run import check_compatible, predict, read_records, require_split
+from components.evaluate.run import PREDICTIONS_FILE, check_compatible, predict, require_split
 
 GATE_TAG = "gallerytag.gate"
 JUDGED_AGAINST_TAG = "gallerytag.gate.champion"  # version the gate compared with ("" = none)
 PROMOTED_TAG = "gallerytag.promoted_to"
-
-
-class AliasMoved(RuntimeError):
-    """The alias no longer points where the gate saw it: the decision is out of date."""
+PREDICTIONS_ARTIFACT = f"evaluation/{PREDICTIONS_FILE}"  # on the model's MLflow run
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,10 @@ class ModelVersionRef:
     def uri(self) -> str:
         """The MLflow URI of this exact version."""
         return f"models:/{self.name}/{self.version}"
+
+
+class AliasMoved(RuntimeError):
+    """The alias no longer points where the gate saw it: the decision is out of date."""
 
 
 def resolve_version(model_uri: str) -> ModelVersionRef:
@@ -71,54 +73,94 @@ def current_champion(name: str, alias: str) -> ModelVersionRef | None:
     return ModelVersionRef(name, str(found.version))
 
 
+def logged_evaluation(
+    tagger: TaggerSpec, manifest: dataset.Manifest, split: str, tmp: str
+) -> dict | None:
+    """The predictions `gallerytag evaluate` logged on this very model's run for this dataset
+    and split (labels, top-1, probe), or None when there are none to reuse."""
+    import mlflow
+
+    if not tagger.run_id:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=tagger.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
+        )
+    except Exception:  # MLflow raises several types for a missing artifact
+        return None
+    found = json.loads(storage.read_text(path))
+    same = (found.get("dataset_hash"), found.get("split"), str(found.get("model_version")))
+    if same != (manifest.dataset_hash, split, str(tagger.version)):
+        return None
+    return found
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's top-1 correctness per image of a split, in file order."""
+
+    correct: np.ndarray
+    labels: np.ndarray
+    tagger: TaggerSpec
+    probe_top1: float | None  # its linear probe's top-1 on the same images, when known
+    reused: bool  # from the model's logged evaluation rather than predicted again
+
+
 def correct_on_split(
     model_uri: str, dataset_dir: str, manifest: dataset.Manifest, split: str
-) -> tuple[np.ndarray, np.ndarray, TaggerSpec]:
-    """Per test image: was the model's top-1 right; the true labels (file order); and the
-    model's spec."""
+) -> Scored:
+    """Score the model on the split. Its own logged evaluation of this dataset and split is
+    reused when there is one (the same images, already predicted)."""
     with tempfile.TemporaryDirectory(prefix="gallerytag-gate-") as tmp:
         tagger = fetch_tagger(model_uri, tmp)
         check_compatible(tagger, manifest, dataset_dir)
+        logged = logged_evaluation(tagger, manifest, split, tmp)
+        if logged is not None:
+            labels = np.asarray(logged["labels"])
+            correct = np.asarray(logged["predicted"]) == labels
+            return Scored(correct, labels, tagger, logged.get("probe_top1"), reused=True)
         model = tagger.load()
     files = dataset.shard_paths(dataset_dir, manifest, split)
-    found = predict(model, read_records(files, manifest.image_size, 64), lambda *_: False)
-    return core.top_k_correct(found.probabilities, found.labels, 1), found.labels, tagger
+    from components.common.tfdata import read_in_order
+
+    found = predict(model, read_in_order(files, manifest.image_size, 64), lambda *_: False)
+    correct = core.top_k_correct(found.probabilities, found.labels, 1)
+    return Scored(correct, found.labels, tagger, None, reused=False)
 
 
 def judge(
     candidate_uri: str,
     dataset_dir: str,
-    alias: str = "champion",
     config: GateConfig = GateConfig(),
     decision_path: str | None = None,
     split: str = "test",
 ) -> Decision:
-    """Run the gate without touching the alias. The decision is returned, written to
-    `decision_path` (JSON) and set as tags on the model version and its run."""
+    """Run the gate without touching the alias (`config.alias`). The decision is returned,
+    written to `decision_path` (JSON) and set as tags on the model version and its run."""
     import mlflow
 
+    alias = config.alias
     candidate = resolve_version(candidate_uri)
     manifest = dataset.read_manifest(dataset_dir)
     require_split(manifest, dataset_dir, split)
     champion = current_champion(candidate.name, alias)
-    candidate_correct, labels, tagger = correct_on_split(
-        candidate.uri, dataset_dir, manifest, split
-    )
+    scored = correct_on_split(candidate.uri, dataset_dir, manifest, split)
+    candidate_correct, labels, tagger = scored.correct, scored.labels, scored.tagger
+    probe_top1 = scored.probe_top1
     if champion is None:
-        floor = (
-            measure_probe(tagger.backbone, tagger.weights, dataset_dir, manifest, split)
-            if config.beat_probe
-            else None
+        if config.beat_probe and probe_top1 is None:
+            floor = measure_probe(tagger.backbone, tagger.weights, dataset_dir, manifest, split)
+            probe_top1 = floor.top1.value if floor.top1 else None
+        decision = decide_first(
+            candidate_correct, config, probe_top1 if config.beat_probe else None
         )
-        probe_top1 = floor.top1.value if floor and floor.top1 else None
-        decision = decide_first(candidate_correct, config, probe_top1)
     elif champion.version == candidate.version:
         top1 = float(candidate_correct.mean())
         reason = f"version {candidate.version} already holds the '{alias}' alias"
         decision = Decision(False, [reason], top1, top1)
     else:
         try:
-            champion_correct, _, _ = correct_on_split(champion.uri, dataset_dir, manifest, split)
+            champion_correct = correct_on_split(champion.uri, dataset_dir, manifest, split).correct
         except dataset.DatasetError as error:
             champion_correct = None
             reason = f"champion {champion.uri} cannot be scored on this dataset: {error}"
@@ -132,6 +174,7 @@ def judge(
         "dataset_hash": manifest.dataset_hash,
         "split": split,
         "gate": vars(config),
+        "candidate_scores": "reused from its evaluation" if scored.reused else "predicted",
     }
     verdict = "pass" if decision.promote else "fail"
     reasons = "; ".join(decision.reasons)[:5000]  # MLflow tag values are size-limited
@@ -185,16 +228,9 @@ def move_alias(candidate_uri: str, alias: str = "champion") -> ModelVersionRef:
     return candidate
 
 
-def promote(
-    candidate_uri: str,
-    dataset_dir: str,
-    alias: str = "champion",
-    config: GateConfig = GateConfig(),
-    decision_path: str | None = None,
-    split: str = "test",
-) -> Decision:
-    """Judge the candidate and, on a pass, move the alias to it."""
-    decision = judge(candidate_uri, dataset_dir, alias, config, decision_path, split)
+def promote(candidate_uri: str, dataset_dir: str, **judging: Any) -> Decision:
+    """`judge` the candidate (same keyword arguments) and, on a pass, move the alias to it."""
+    decision = judge(candidate_uri, dataset_dir, **judging)
     if decision.promote:
-        move_alias(candidate_uri, alias)
+        move_alias(candidate_uri, judging.get("config", GateConfig()).alias)
     return decision

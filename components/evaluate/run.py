@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,29 +15,16 @@ from components.common import dataset, storage
 from components.common.policy_file import POLICY_FILE
 from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core, report
+from components.evaluate.config import EvaluateConfig, SuspectConfig
 from components.evaluate.floor import ProbeFloor, measure_probe
-from components.evaluate.suspects import SuspectConfig, find_suspects
+from components.evaluate.suspects import find_suspects
 from components.evaluate.tag_policy import derive_policy
 
 EVALUATION_FILE = "evaluation.json"
 SUSPECTS_FILE = "suspects.jsonl"
+PREDICTIONS_FILE = "predictions.json"  # per-image labels and top-1, for the gate to reuse
 REPORT_FILE = "report.html"
 MAX_KEPT_SUSPECT_IMAGES = 2000  # contradicted images whose pixels are kept for the report
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """What to compute and how much of it to show."""
-
-    split: str = "test"
-    k: int = 3
-    target_precision: float = 0.95  # precision promised for `auto` tags (policy.json)
-    min_label_support: int = 30  # a label predicted this often gets its own auto bar
-    gradcam_per_class: int = 2  # panels per class, for right and for wrong predictions each
-    suspects: SuspectConfig = field(default_factory=SuspectConfig)
-    suspect_splits: tuple[str, ...] = ("train", "validation")
-    batch_size: int = 64
-    probe: bool = True  # also fit and score the linear probe on the frozen backbone (the floor)
 
 
 @dataclass
@@ -65,30 +52,6 @@ class EvaluationResult:
     report: str
     probe_top1: float | None = None  # None when the probe could not be measured
     probe_note: str | None = None  # why not
-
-
-def read_records(files: list[str], image_size: int, batch_size: int):
-    """Batches of {image, label, uri} from dataset shards, in file order."""
-    import tensorflow as tf
-
-    features = {
-        dataset.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
-        dataset.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
-        dataset.FEATURE_URI: tf.io.FixedLenFeature([], tf.string),
-    }
-
-    def parse(serialized):
-        example = tf.io.parse_single_example(serialized, features)
-        image = tf.io.decode_jpeg(example[dataset.FEATURE_IMAGE], channels=3)
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return {
-            "image": tf.cast(image, tf.float32),
-            "label": example[dataset.FEATURE_LABEL],
-            "uri": example[dataset.FEATURE_URI],
-        }
-
-    records = tf.data.TFRecordDataset(files)
-    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 
 
 def feature_model(model):
@@ -252,7 +215,9 @@ def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
     ]
     if not files:
         return [], 0
-    batches = read_records(files, manifest.image_size, config.batch_size)
+    from components.common import tfdata  # TensorFlow loads only when data is read
+
+    batches = tfdata.read_in_order(files, manifest.image_size, config.batch_size)
     seen = predict(model, batches, suspect_keeper(config.suspects))
     rows = find_suspects(seen.embeddings, seen.probabilities, seen.labels, names, config.suspects)
     for row in rows:
@@ -299,7 +264,7 @@ def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
         values[metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(values)
-        for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE, POLICY_FILE):
+        for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE, POLICY_FILE, PREDICTIONS_FILE):
             mlflow.log_artifact(storage.local_copy(storage.join(out_dir, name)), "evaluation")
 
 
@@ -316,7 +281,9 @@ def evaluate(
         check_compatible(tagger, manifest, dataset_dir)
         model = tagger.load()
     files = dataset.shard_paths(dataset_dir, manifest, config.split)
-    batches = read_records(files, manifest.image_size, config.batch_size)
+    from components.common import tfdata  # TensorFlow loads only when data is read
+
+    batches = tfdata.read_in_order(files, manifest.image_size, config.batch_size)
     test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class))
     metrics = compute_metrics(test, names, config)
     suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
@@ -362,6 +329,15 @@ def evaluate(
         "split": config.split,
     }
     storage.write_text(storage.join(out_dir, POLICY_FILE), json.dumps(policy, indent=2))
+    predictions = {
+        key: summary[key] for key in ("model_version", "run_id", "dataset_hash", "split")
+    }
+    predictions |= {
+        "labels": test.labels.tolist(),
+        "predicted": test.probabilities.argmax(axis=1).tolist(),
+        "probe_top1": floor.top1.value if floor.top1 else None,
+    }
+    storage.write_text(storage.join(out_dir, PREDICTIONS_FILE), json.dumps(predictions))
     storage.write_text(
         storage.join(out_dir, SUSPECTS_FILE),
         "".join(json.dumps({k: v for k, v in r.items() if k != "png"}) + "\n" for r in suspects),

@@ -3,19 +3,10 @@ and whose nearest neighbours in the backbone's embedding space mostly carry anot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-
-@dataclass(frozen=True)
-class SuspectConfig:
-    """How sure the model and the neighbourhood must be before an image is flagged."""
-
-    min_confidence: float = 0.8  # probability of the contradicting prediction
-    neighbours: int = 10
-    max_own_label_share: float = 0.3  # at most this share of neighbours agrees with the label
+from components.evaluate.config import SuspectConfig
 
 
 def find_suspects(

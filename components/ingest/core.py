@@ -20,6 +20,7 @@ from components.common.dataset import (  # noqa: F401 (validate_label: ingest's 
     compute_dataset_hash,
     validate_label,
 )
+from components.common.settings import setting
 
 PHASH_SIZE = 16  # 16x16 DCT bits = 256-bit hash: distinct photos sit ~50+ bits apart
 PHASH_INPUT_SIZE = PHASH_SIZE * 4  # the grey square the DCT runs on (imagehash's default)
@@ -30,16 +31,39 @@ PHASH_BYTES = PHASH_SIZE * PHASH_SIZE // 8
 class IngestConfig:
     """Everything that decides what an ingested dataset contains (hashed into it)."""
 
-    image_size: int = 224
-    resize_mode: str = "pad"  # "pad" keeps the aspect ratio, "crop" centre-crops
-    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train, validation, test
-    min_side: int = 8
-    max_pixels: int = 100_000_000
-    shards_per_split: int = 0  # 0 = one shard per bundle, chosen by the runner (no shuffle)
-    jpeg_quality: int = 95
-    near_duplicate_distance: int = 10  # max differing bits of 256; -1 turns it off
-    small_class_policy: str = "warn"  # "warn" or "error" when a label misses a split
-    split_seed: int = 0  # another seed draws another stratified split of the same images
+    image_size: int = setting(224, "Side of the square images written.", minimum=16)
+    resize_mode: str = setting(
+        "pad", "pad: keep the aspect ratio and pad; crop: centre-crop.", choices=("pad", "crop")
+    )
+    split_ratios: tuple[float, float, float] = setting(
+        (0.7, 0.1, 0.2),
+        "train/validation/test ratios (70/10/20 or 0.7,0.1,0.2), applied within each label "
+        "(stratified).",
+        aliases=("--split",),
+    )
+    min_side: int = setting(8, "Reject images smaller than this (pixels).", minimum=1)
+    max_pixels: int = setting(
+        100_000_000, "Reject images with more pixels (decompression bombs).", minimum=1
+    )
+    shards_per_split: int = setting(
+        0,
+        "TFRecord shards per split; 0 lets the runner choose (no shuffle of pixels, memory "
+        "stays flat).",
+        aliases=("--shards",),
+        minimum=0,
+    )
+    jpeg_quality: int = setting(95, "JPEG quality of the re-encoded images.", minimum=1)
+    near_duplicate_distance: int = setting(
+        10,
+        "Max differing bits (of 256) of the perceptual hash for near-duplicates; -1 = off.",
+        minimum=-1,
+    )
+    small_class_policy: str = setting(
+        "warn", "What to do when a label gets no image in some split.", choices=("warn", "error")
+    )
+    split_seed: int = setting(
+        0, "Another seed draws another stratified split of the same images.", minimum=0
+    )
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("pad", "crop"):

@@ -24,6 +24,7 @@ from components.common import beam_io, storage
 from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec, check_model_file
+from components.tag.config import TagOutputs
 from components.tag.handler import KerasImageHandler
 from components.tag.policy import TagPolicy, rejected_row, tag_row
 
@@ -98,23 +99,6 @@ def failed_batch_rows(failure: tuple, tagger: TaggerSpec) -> Iterator[dict]:
     batch, error = failure
     for (uri, _), _ in batch:
         yield rejected_row(uri, "inference_failed", repr(error), tagger.uri, tagger.version)
-
-
-@dataclass(frozen=True)
-class TagOutputs:
-    """What the job writes besides the tag rows' default JSONL shards."""
-
-    format: str = "jsonl"  # "jsonl" or "parquet"
-    shards: int = 4
-    incremental: bool = False  # carry over rows of unchanged images tagged by this model version
-    write_metadata: bool = False  # merge tags into each gs:// object's custom metadata
-    copy_to: str | None = None  # copy images into <copy_to>/<label>/ (review: _review/<label>/)
-
-    def __post_init__(self) -> None:
-        if self.format not in ("jsonl", "parquet"):
-            raise ValueError(f"format must be jsonl or parquet, not {self.format!r}")
-        if self.shards < 1:
-            raise ValueError("shards must be at least 1")
 
 
 PARQUET_SCHEMA = pa.schema(

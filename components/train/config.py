@@ -6,39 +6,79 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from components.common.settings import setting
+
 
 @dataclass
 class TrainConfig:
     """How to fine-tune a tagger on an ingested dataset."""
 
-    data: str = ""  # dataset directory written by `gallerytag ingest`
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"  # "imagenet", "none", or a local weights file
-    workers: int = 1  # Horovod processes (horovodrun -np)
-    batch_size: int = 32  # per worker
+    data: str = ""  # dataset directory written by `gallerytag ingest` (an input, not an option)
+    backbone: str = setting(
+        "efficientnet_lite0",
+        "Backbone: efficientnet_lite0/1/2 (offline ImageNet weights), mobilenet_v2, ...",
+    )
+    weights: str = setting("imagenet", "imagenet, none, or a local weights file.")
+    workers: int = setting(1, "Horovod processes (horovodrun -np).", minimum=1)
+    batch_size: int = setting(32, "Images per step, per worker.", minimum=1)
     # LP-FT: "probe" starts the head from a logistic regression on the frozen backbone's
-    # features (the linear probe), so fine-tuning begins where a frozen model ends;
-    # "random" starts it from scratch (then give it head epochs).
-    head_init: str = "probe"
-    head_epochs: int = 0  # phase 1: backbone frozen, only the head trains
-    finetune_epochs: int = 0  # phase 2: top blocks unfrozen; 0 = sized from the dataset
-    finetune_blocks: int = 16  # all of Lite0
-    learning_rate: float = 1e-3  # head phase, per worker; scaled by the number of workers
-    finetune_learning_rate: float = 1e-4  # per worker; scaled by the number of workers
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # cosine, plateau (the seed paper's) or constant
-    max_decays: int = 3  # plateau: at most this many LR / 10 steps
-    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
-    time_budget_minutes: float = 0.0  # stop before an epoch would end past it; 0 = none
-    label_smoothing: float = 0.1
-    fp16_allreduce: bool = False  # compress gradients to fp16 on the wire (multi-node GPUs)
-    dropout: float = 0.2
-    augment: bool = True  # random resized crop, flip and colour jitter (tfdata.augmentation)
-    cache: bool = False  # keep decoded training images in memory after the first epoch
-    seed: int = 42
-    experiment: str = "gallerytag"
-    registered_model: str = "gallerytag"
-    checkpoint_dir: str = ""  # local or gs://; empty = $GALLERYTAG_HOME/checkpoints/<key>
+    # features (the linear probe), so fine-tuning begins where a frozen model ends.
+    head_init: str = setting(
+        "probe",
+        "probe: start the head from a linear probe on frozen features (LP-FT); random: "
+        "from scratch (then give it head epochs).",
+        choices=("probe", "random"),
+    )
+    head_epochs: int = setting(
+        0, "Head-only epochs on the frozen backbone before fine-tuning.", minimum=0
+    )
+    finetune_epochs: int = setting(
+        0, "0 = sized from the dataset (~240 optimiser steps, 4-30 epochs).", minimum=0
+    )
+    finetune_blocks: int = setting(16, "Top backbone blocks unfrozen for fine-tuning.", minimum=0)
+    learning_rate: float = setting(
+        1e-3, "Head phase, per worker (Horovod scales it by the number of workers)."
+    )
+    finetune_learning_rate: float = setting(
+        1e-4, "Fine-tuning phase, per worker (scaled by the number of workers)."
+    )
+    warmup_epochs: float = setting(1.0, "Epochs of linear learning-rate warm-up.", minimum=0)
+    schedule: str = setting(
+        "cosine",
+        "cosine: decay over the phase; plateau: LR / 10 when validation loss worsens, stop "
+        "when that no longer helps; constant.",
+        choices=("cosine", "plateau", "constant"),
+    )
+    max_decays: int = setting(3, "plateau: at most this many LR / 10 steps.", minimum=0)
+    early_stopping_patience: int = setting(
+        0, "Epochs without improvement before stopping; 0 = off.", minimum=0
+    )
+    time_budget_minutes: float = setting(
+        0.0,
+        "Minutes; no epoch starts that would end past it (0 = no budget).",
+        aliases=("--time-budget",),
+        minimum=0,
+    )
+    label_smoothing: float = setting(0.1, "Label smoothing of the loss, in [0, 1).", minimum=0)
+    fp16_allreduce: bool = setting(
+        False, "Compress gradients to fp16 for the allreduce (multi-node GPUs)."
+    )
+    dropout: float = setting(0.2, "Dropout before the head.", minimum=0)
+    augment: bool = setting(
+        True, "Random resized crop, flip and colour jitter (tfdata.augmentation)."
+    )
+    cache: bool = setting(False, "Keep decoded training images in memory after the first epoch.")
+    seed: int = setting(42, "Seed of the initialisation, shuffling and augmentation.")
+    experiment: str = setting("gallerytag", "MLflow experiment of the run.")
+    registered_model: str = setting(
+        "gallerytag", "Model Registry name to register the trained model under."
+    )
+    checkpoint_dir: str = setting(
+        "",
+        "Local or gs:// folder for per-epoch checkpoints (default: under $GALLERYTAG_HOME, "
+        "keyed by config and dataset; reruns resume).",
+        kfp=False,
+    )
     rank_stats_dir: str = ""  # if set, each rank appends its own epoch figures here (JSONL)
 
     def to_json(self) -> str:

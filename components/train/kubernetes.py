@@ -7,6 +7,7 @@ or a kubeconfig) with the mpi-operator installed, so it is exercised on a cluste
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -19,21 +20,6 @@ from components.train.mpijob import MPIJobConfig, build_mpijob
 GROUP, VERSION, PLURAL = "kubeflow.org", "v2beta1", "mpijobs"
 ROLE_LABEL = "training.kubeflow.org/job-role"
 JOB_LABEL = "training.kubeflow.org/job-name"
-
-
-def train_arguments(config: TrainConfig, tracking_uri: str, checkpoint_dir: str) -> list[str]:
-    """The `gallerytag train` arguments that reproduce `config` on the cluster."""
-    return [
-        "--data", config.data,
-        "--backbone", config.backbone,
-        "--batch-size", str(config.batch_size),
-        "--head-epochs", str(config.head_epochs),
-        "--finetune-epochs", str(config.finetune_epochs),
-        "--experiment", config.experiment,
-        "--registered-model", config.registered_model,
-        "--checkpoint-dir", checkpoint_dir,
-        "--tracking-uri", tracking_uri,
-    ]  # fmt: skip
 
 
 def with_result_file(job: dict[str, Any], result_uri: str) -> dict[str, Any]:
@@ -99,7 +85,8 @@ def run_mpijob(
             name=name,
             image=image,
             namespace=namespace,
-            train_args=train_arguments(config, tracking_uri, run_dir),
+            train=dataclasses.replace(config, checkpoint_dir=run_dir),
+            tracking_uri=tracking_uri,
             workers=workers,
             gpus_per_worker=gpus_per_worker,
             **(options or {}),

@@ -13,11 +13,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-from click.core import ParameterSource
-
-from components.train.cli import DEFAULTS
-from components.train.cli import train as train_command
 from components.train.config import TrainConfig
 
 API_VERSION = "kubeflow.org/v2beta1"
@@ -38,11 +33,12 @@ NAME_MAX = 50
 
 @dataclass(frozen=True)
 class MPIJobConfig:
-    """What to run (image, `gallerytag train` arguments) and on how much hardware."""
+    """What to run (image, the training config) and on how much hardware."""
 
     name: str
     image: str
-    train_args: list[str]  # the arguments after `gallerytag train`, e.g. ["--data", "gs://..."]
+    train: TrainConfig  # data and checkpoint_dir on storage every pod reaches (gs://)
+    tracking_uri: str | None = None  # MLflow; default: the in-cluster service
     namespace: str = "gallerytag"
     workers: int = 2  # worker pods
     gpus_per_worker: int = 0  # 0 = CPU training; otherwise one Horovod rank per GPU
@@ -67,33 +63,25 @@ def world_size(config: MPIJobConfig) -> int:
     return config.workers * slots_per_worker(config)
 
 
-def train_config(config: MPIJobConfig) -> tuple[TrainConfig, str | None]:
-    """Parse `train_args` as `gallerytag train` does: the training config and MLflow URI."""
-    try:
-        context = train_command.make_context("gallerytag train", list(config.train_args))
-    except click.exceptions.Exit:
-        raise ValueError("train_args asked for --help; pass training options instead") from None
-    except click.ClickException as error:
-        raise ValueError(f"bad train_args {config.train_args}: {error.format_message()}") from None
-    options = dict(context.params)
-    tracking_uri = options.pop("tracking_uri")
+def train_config(config: MPIJobConfig) -> TrainConfig:
+    """The training config every rank runs: its workers are the MPIJob's ranks."""
     ranks = world_size(config)
-    workers_given = context.get_parameter_source("workers") == ParameterSource.COMMANDLINE
-    if workers_given and options["workers"] != ranks:
+    train = config.train
+    if train.workers not in (1, ranks):
         raise ValueError(
-            f"train_args say --workers {options['workers']} but the MPIJob runs {ranks} ranks "
-            f"({config.workers} pods x {slots_per_worker(config)}); drop --workers from "
-            "train_args and set MPIJobConfig.workers / gpus_per_worker instead"
+            f"the training config says workers={train.workers} but the MPIJob runs {ranks} "
+            f"ranks ({config.workers} pods x {slots_per_worker(config)}); leave workers at 1 "
+            "and set MPIJobConfig.workers / gpus_per_worker instead"
         )
-    options["workers"] = ranks
-    train = dataclasses.replace(DEFAULTS, **options)
+    if not train.data:
+        raise ValueError("the training config has no data (the ingested dataset, gs://...)")
     if not train.checkpoint_dir:
         # The local default lives on one pod's disk, but every rank reads the checkpoint.
         raise ValueError(
-            "train_args need --checkpoint-dir on storage all worker pods share "
+            "the training config needs checkpoint_dir on storage all worker pods share "
             "(e.g. gs://bucket/checkpoints/run-name), so a retried job resumes"
         )
-    return train, tracking_uri
+    return dataclasses.replace(train, workers=ranks)
 
 
 def config_url(train: TrainConfig) -> str:
@@ -267,7 +255,7 @@ def check(config: MPIJobConfig) -> None:
 def build_mpijob(config: MPIJobConfig) -> dict[str, Any]:
     """The MPIJob manifest for one training run, ready for `kubectl apply`."""
     check(config)
-    train, tracking_uri = train_config(config)
+    train = train_config(config)
     return {
         "apiVersion": API_VERSION,
         "kind": "MPIJob",
@@ -285,7 +273,7 @@ def build_mpijob(config: MPIJobConfig) -> dict[str, Any]:
             "mpiReplicaSpecs": {
                 "Launcher": {
                     "replicas": 1,
-                    "template": launcher_template(config, train, tracking_uri),
+                    "template": launcher_template(config, train, config.tracking_uri),
                 },
                 "Worker": {"replicas": config.workers, "template": worker_template(config)},
             },

@@ -20,8 +20,16 @@ class Action(StrEnum):
     STOP = "stop"  # reload the best weights and finish
 
 
+class Resumable:
+    """A dataclass whose fields are its whole state: checkpointed as they are."""
+
+    def state(self) -> dict:
+        """Everything needed to resume."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass
-class PlateauSchedule:
+class PlateauSchedule(Resumable):
     """Divide the LR by `1 / factor` on a plateau, restoring the best weights; stop when a
     decay did not help or after `max_decays` decays."""
 
@@ -53,13 +61,9 @@ class PlateauSchedule:
         self.improved_since_decay = False
         return Action.RESTORE_AND_DECAY
 
-    def state(self) -> dict:
-        """Everything needed to resume."""
-        return asdict(self)
-
 
 @dataclass
-class ConstantSchedule:
+class ConstantSchedule(Resumable):
     """The same learning rate every epoch; never stops on its own."""
 
     learning_rate: float
@@ -72,13 +76,9 @@ class ConstantSchedule:
         """Always continue."""
         return Action.CONTINUE
 
-    def state(self) -> dict:
-        """Everything needed to resume."""
-        return asdict(self)
-
 
 @dataclass
-class CosineSchedule:
+class CosineSchedule(Resumable):
     """Cosine decay from `learning_rate` to `min_rate` over `epochs` epochs."""
 
     learning_rate: float
@@ -96,13 +96,9 @@ class CosineSchedule:
         """Cosine never stops early on its own."""
         return Action.CONTINUE
 
-    def state(self) -> dict:
-        """Everything needed to resume."""
-        return asdict(self)
-
 
 @dataclass
-class EarlyStopping:
+class EarlyStopping(Resumable):
     """Stop after `patience` epochs without improvement; keep the best weights."""
 
     patience: int = 3
@@ -118,7 +114,3 @@ class EarlyStopping:
             return Action.CONTINUE
         self.waited += 1
         return Action.STOP if self.waited >= self.patience else Action.CONTINUE
-
-    def state(self) -> dict:
-        """Everything needed to resume."""
-        return asdict(self)

@@ -1,0 +1,72 @@
+"""The declared options of `gallerytag tag`: how the auto/review policy is chosen and what
+the job writes. Light on purpose (no Beam import), so the CLI and the run file load fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.common.settings import fraction, setting
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """Where the auto/review bars come from, and how rows list their labels."""
+
+    min_score: float | None = fraction(
+        None,
+        "Set the auto bar by hand: top-1 probability needed for 'auto' (unset: the model's "
+        "evaluation decides; with only --min-margin: 0.5).",
+    )
+    min_margin: float | None = fraction(
+        None,
+        "Set the auto bar by hand: top-1 minus top-2 probability needed for 'auto' (with "
+        "only --min-score: 0.1).",
+    )
+    label_thresholds: dict = setting(  # noqa: RUF009 (setting() makes a default_factory field)
+        {},
+        "Multi-label models: one label's cut-off, LABEL=P, repeatable (others: --min-score).",
+        aliases=("--label-threshold",),
+        metavar="LABEL=P",
+    )
+    thresholds_from: str = setting(
+        "model",
+        "Where the auto/review policy comes from when no bar is set by hand: 'model' "
+        "(policy.json of the evaluation logged on the model's MLflow run) or an evaluation "
+        "folder / policy.json. A model never evaluated sends every image to review.",
+    )
+    top_k: int = setting(3, "How many labels (with scores) each row lists.", minimum=1)
+
+    def __post_init__(self) -> None:
+        for name in ("min_score", "min_margin"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], not {value}")
+
+
+@dataclass(frozen=True)
+class TagOutputs:
+    """What the job writes besides the tag rows' default JSONL shards."""
+
+    format: str = setting("jsonl", "Format of the tag files.", choices=("jsonl", "parquet"))
+    shards: int = setting(4, "Number of tag files.", minimum=1)
+    incremental: bool = setting(
+        False,
+        "Keep the rows of images already tagged by this model version (same content hash) "
+        "from the previous run in --out; only new or changed images are decoded and predicted.",
+    )
+    write_metadata: bool = setting(
+        False,
+        "Also merge the tag into each gs:// object's custom metadata (gallerytag-* keys; "
+        "other keys are kept).",
+    )
+    copy_to: str | None = setting(
+        None,
+        "Also copy each image into DIR/<label>/ (uncertain ones: DIR/_review/<label>/).",
+        metavar="DIR",
+    )
+
+    def __post_init__(self) -> None:
+        if self.format not in ("jsonl", "parquet"):
+            raise ValueError(f"format must be jsonl or parquet, not {self.format!r}")
+        if self.shards < 1:
+            raise ValueError("shards must be at least 1")
