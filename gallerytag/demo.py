@@ -64,7 +64,7 @@ def demo(
     click.echo(f"running {EXAMPLE_RUN_FILE} with the demo's source, work_dir and tag_source")
     results = run_all(config)
 
-    evaluation, tagged = results["evaluate"], results["tag"]
+    evaluation, tagged = results["evaluate"], results.get("tag")
     click.echo("")
     click.echo(f"test top-1 accuracy: {evaluation['top1']:.3f}")
     if evaluation["probe_top1"] is not None:
@@ -75,6 +75,9 @@ def demo(
     click.echo(f"evaluation report: {evaluation['report']}")
     click.echo(f"MLflow run id: {results['train']['run_id']} (experiment gallerytag-demo)")
     click.echo(f"  browse it:  {LocalStore(gallerytag_home()).ui_command()}")
+    if tagged is None:
+        click.echo("tags: none (no model was promoted, so there is no champion to tag with)")
+        return
     click.echo(
         f"tags: {tagged['out']}/tags-*.jsonl  (seen {tagged['seen']} = auto {tagged['auto']} + "
         f"review {tagged['review']} + rejected {tagged['rejected']}); "

@@ -127,7 +127,9 @@ def run_all(config: RunConfig) -> dict[str, dict[str, Any]]:
             lambda out: True,
             lambda: promote_step(config, model_uri, dataset_dir, str(work / "decision.json")),
         )
-        if config.run.tag_source:
+        if config.run.tag_source and results["promote"]["champion"] is None:
+            click.echo(f"[tag] skipped: no model holds @{config.promote.alias} yet")
+        elif config.run.tag_source:
             served = f"models:/{train.registered_model}@{config.promote.alias}"
             tag_out = config.run.tag_out or str(work / "tags")
             tag_key = listing_fingerprint(config.run.tag_source, exclude=tag_out)
