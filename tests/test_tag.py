@@ -7,16 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jsonschema import Draft202012Validator
 
-from components.common import storage
+from components.common import storage, tag_rows
 from components.common.tracking import TaggerSpec
 from components.tag.pipeline import TagOutputs, failed_batch_rows, run
 from components.tag.policy import TagPolicy, rejected_row, tag_row
 from tests.conftest import jpeg_bytes, write_broken_files
+from tests.tag_schemas import validate_row
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "components/tag/tag_row.schema.json").read_text())
-VALIDATOR = Draft202012Validator(SCHEMA)
 LABELS = ["dark", "bright"]
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 
@@ -24,6 +22,11 @@ IN_MEMORY = ["--direct_running_mode=in_memory"]
 @pytest.fixture(scope="module")
 def brightness_tagger(tmp_path_factory: pytest.TempPathFactory) -> TaggerSpec:
     """A real (tiny) Keras 3 model that calls an image bright or dark by its mean pixel."""
+    return make_brightness_tagger(tmp_path_factory.mktemp("model"))
+
+
+def make_brightness_tagger(folder: Path) -> TaggerSpec:
+    """Save the brightness model into `folder` and describe it as a tagger."""
     import keras
 
     inputs = keras.Input((32, 32, 3))
@@ -36,7 +39,7 @@ def brightness_tagger(tmp_path_factory: pytest.TempPathFactory) -> TaggerSpec:
         bias_initializer=keras.initializers.Constant([15.0, -15.0]),
     )(brightness)
     model = keras.Model(inputs, keras.layers.Softmax()(logits))
-    path = tmp_path_factory.mktemp("model") / "brightness.keras"
+    path = folder / "brightness.keras"
     model.save(path)
     return TaggerSpec(str(path), LABELS, 32, "pad", False, "models:/brightness/1", None, "1")
 
@@ -59,15 +62,17 @@ def test_policy_auto_and_review() -> None:
     """Confident and clear predictions are auto; low score or low margin goes to review."""
     policy = TagPolicy(min_score=0.5, min_margin=0.2)
     labels = ["a", "b", "c"]
-    confident = tag_row("u", "0" * 64, np.array([0.8, 0.15, 0.05]), labels, policy, "m", "1")
+    confident = tag_row(
+        "/in/u.jpg", "0" * 64, np.array([0.8, 0.15, 0.05]), labels, policy, "m", "1"
+    )
     assert confident["status"] == "auto" and confident["top1"] == "a"
     assert confident["margin"] == pytest.approx(0.65)
-    unsure = tag_row("u", "0" * 64, np.array([0.45, 0.35, 0.2]), labels, policy, "m", "1")
+    unsure = tag_row("/in/u.jpg", "0" * 64, np.array([0.45, 0.35, 0.2]), labels, policy, "m", "1")
     assert unsure["status"] == "review" and "top-1 score" in unsure["reason"]
-    close = tag_row("u", "0" * 64, np.array([0.55, 0.4, 0.05]), labels, policy, "m", "1")
+    close = tag_row("/in/u.jpg", "0" * 64, np.array([0.55, 0.4, 0.05]), labels, policy, "m", "1")
     assert close["status"] == "review" and close["reason"].startswith("margin")
-    for row in (confident, unsure, close, rejected_row("u", "truncated", "x", "m", None)):
-        VALIDATOR.validate(row)
+    for row in (confident, unsure, close, rejected_row("/in/u.jpg", "truncated", "x", "m", None)):
+        validate_row(row)
 
 
 def test_policy_from_an_evaluation_per_label_bars() -> None:
@@ -104,9 +109,12 @@ def test_policy_from_an_evaluation_per_label_bars() -> None:
     above = np.array([0.0, 0.0, 0.0])
     above[0] = bars["a"]
     above[1:] = (1 - bars["a"]) / 2
-    assert tag_row("u", "0" * 64, above, ["a", "b", "c"], tag_policy, "m", "1")["status"] == "auto"
+    assert (
+        tag_row("/in/u.jpg", "0" * 64, above, ["a", "b", "c"], tag_policy, "m", "1")["status"]
+        == "auto"
+    )
     never = np.array([0.005, 0.005, 0.99])
-    row = tag_row("u", "0" * 64, never, ["a", "b", "c"], tag_policy, "m", "1")
+    row = tag_row("/in/u.jpg", "0" * 64, never, ["a", "b", "c"], tag_policy, "m", "1")
     assert row["status"] == "review" and "'c'" in row["reason"]
     with pytest.raises(ValueError, match="schema_version"):
         policy_from_file({"schema_version": 99})
@@ -117,10 +125,10 @@ def test_unevaluated_model_sends_everything_to_review() -> None:
     from components.tag.policy import unevaluated_policy
 
     policy = unevaluated_policy()
-    row = tag_row("u", "0" * 64, np.array([0.99, 0.01]), LABELS, policy, "m", "1")
+    row = tag_row("/in/u.jpg", "0" * 64, np.array([0.99, 0.01]), LABELS, policy, "m", "1")
     assert row["status"] == "review" and "gallerytag evaluate" in row["reason"]
     assert policy.as_record()["review_all"]
-    VALIDATOR.validate(row)
+    validate_row(row)
 
 
 def test_policy_rejects_nonsense_thresholds() -> None:
@@ -161,7 +169,7 @@ def test_tag_folder_end_to_end(brightness_tagger: TaggerSpec, tmp_path: Path) ->
     rows = _rows(out, "tags-*.jsonl")
     assert len(rows) == 11
     for row in rows:
-        VALIDATOR.validate(row)
+        validate_row(row)
     by_name = {Path(row["uri"]).name: row for row in rows}
     for name, label in expected.items():
         assert by_name[name]["top1"] == label and by_name[name]["status"] == "auto"
@@ -171,7 +179,7 @@ def test_tag_folder_end_to_end(brightness_tagger: TaggerSpec, tmp_path: Path) ->
     rejected = _rows(out, "rejected.jsonl")
     assert {Path(r["uri"]).name: r["reason"] for r in rejected} == broken
     for row in rejected:
-        VALIDATOR.validate(row)
+        validate_row(row)
     success = json.loads((out / "_SUCCESS.json").read_text())
     assert success["seen"] == 14 and success["model_version"] == "1"
     assert not list(out.glob(".staging-*"))
@@ -188,7 +196,7 @@ def test_rerun_replaces_previous_output(brightness_tagger: TaggerSpec, tmp_path:
     run(str(source), str(out), brightness_tagger, outputs=TagOutputs(shards=2), beam_args=IN_MEMORY)
     rows = _rows(out, "tags-*.jsonl")
     assert sorted(Path(r["uri"]).name for r in rows) == [f"{i}.jpg" for i in range(4)]
-    assert len(list(out.glob("tags-*.jsonl"))) == 2
+    assert len(list(out.glob("tags-*.jsonl"))) == 1  # 4 rows fill one file, not 2
 
 
 def test_tag_gs_source_and_output(
@@ -245,11 +253,10 @@ def test_parquet_output_reads_with_pyarrow(brightness_tagger, tmp_path: Path) ->
     out = tmp_path / "tags"
     outputs = TagOutputs(format="parquet", shards=2)
     run(str(source), str(out), brightness_tagger, outputs=outputs, beam_args=IN_MEMORY)
-    table = pq.read_table([str(p) for p in sorted(out.glob("tags-*.parquet"))])
+    table = pq.read_table(out / "tags")  # the folder is the dataset
     assert table.num_rows == 5
-    rows = table.to_pylist()
-    for row in rows:
-        VALIDATOR.validate({k: v for k, v in row.items() if v is not None})
+    for row in table.to_pylist():
+        validate_row(tag_rows.from_parquet_row(row))
     again = TagOutputs(format="parquet", shards=2, incremental=True)
     summary = run(str(source), str(out), brightness_tagger, outputs=again, beam_args=IN_MEMORY)
     assert summary.carried == 5
@@ -359,17 +366,23 @@ def test_multi_label_rows_use_per_label_thresholds() -> None:
 
     labels = ["winter", "pool", "logo"]
     policy = TagPolicy(min_score=0.5, min_margin=0.1, label_thresholds={"winter": 0.7})
-    sure = tag_row("u1", "a" * 64, np.array([0.9, 0.1, 0.65]), labels, policy, "m", "1", True)
+    sure = tag_row(
+        "/in/u1.jpg", "a" * 64, np.array([0.9, 0.1, 0.65]), labels, policy, "m", "1", True
+    )
     assert [t["label"] for t in sure["labels"]] == ["winter", "logo"]
     assert sure["status"] == "auto" and sure["margin"] == pytest.approx(0.15)
-    VALIDATOR.validate(sure)
-    unsure = tag_row("u2", "b" * 64, np.array([0.75, 0.2, 0.3]), labels, policy, "m", "1", True)
+    validate_row(sure)
+    unsure = tag_row(
+        "/in/u2.jpg", "b" * 64, np.array([0.75, 0.2, 0.3]), labels, policy, "m", "1", True
+    )
     assert [t["label"] for t in unsure["labels"]] == ["winter"]
     assert unsure["status"] == "review" and "'winter'" in unsure["reason"]
-    VALIDATOR.validate(unsure)
-    none = tag_row("u3", "c" * 64, np.array([0.1, 0.05, 0.2]), labels, policy, "m", "1", True)
+    validate_row(unsure)
+    none = tag_row(
+        "/in/u3.jpg", "c" * 64, np.array([0.1, 0.05, 0.2]), labels, policy, "m", "1", True
+    )
     assert none["labels"] == [] and none["status"] == "auto"
-    VALIDATOR.validate(none)
+    validate_row(none)
     with pytest.raises(ValueError, match="label thresholds"):
         TagPolicy(label_thresholds={"pool": 1.5})
 
@@ -388,7 +401,7 @@ def test_multi_label_tagger_through_the_pipeline(brightness_tagger, tmp_path: Pa
     assert summary.seen == 2 and summary.rejected == 0
     rows = {Path(r["uri"]).name: r for r in _rows(tmp_path / "tags", "tags-*.jsonl")}
     for row in rows.values():
-        VALIDATOR.validate(row)
+        validate_row(row)
     assert [t["label"] for t in rows["bright.jpg"]["labels"]] == ["bright"]
     assert [t["label"] for t in rows["dark.jpg"]["labels"]] == ["dark"]
 

@@ -137,32 +137,54 @@ def commit_staged(
     marker_text: str,
     is_previous_output: Callable[[str], bool],
     verify: Callable[[list[str]], None],
+    folders: tuple[str, ...] = (),
 ) -> None:
     """Publish the claim's staged files into its output, replacing an earlier run's; write
     `marker` last, only after `verify` (given the output files now in place) accepts them.
 
-    Files whose names start with "_" stay in staging (pipeline-internal figures).
+    Staged files keep their path relative to the staging folder. `is_previous_output` gets
+    such relative paths: of the files at the top of the output and in `folders` (sub-folders
+    an output may use). Files whose path starts with "_" stay in staging (pipeline-internal
+    figures).
     """
     out, staging = claim.out, claim.staging
     claim.verify()  # a run that lost its claim must not touch the output
     marker_path = storage.join(out, marker)
     if storage.exists(marker_path):
         storage.delete(marker_path)  # from here until the end, `out` is visibly incomplete
-    for old in storage.list_files(out, recursive=False):
-        if is_previous_output(old.rsplit("/", 1)[-1]):
-            storage.delete(old)
+    for old in _output_files(out, folders):
+        if is_previous_output(old):
+            storage.delete(storage.join(out, old))
+    for folder in folders:  # an output folder the previous run used and this one may not
+        where = storage.join(out, folder)
+        if storage.exists(where) and not any(storage.list_files(where)):
+            storage.delete(where, recursive=True)
+    head = staging.rstrip("/") + "/"
     for staged in storage.list_files(staging):
-        name = staged.rsplit("/", 1)[-1]
-        if not name.startswith("_"):
-            storage.move(staged, storage.join(out, name))
+        relative = staged[len(head) :] if staged.startswith(head) else staged.rsplit("/", 1)[-1]
+        if not relative.startswith("_"):
+            storage.move(staged, storage.join(out, relative))
     # The marker's counts are checked against what is really in `out` now, not against
     # what the pipeline believed it wrote.
     committed = [
-        url
-        for url in storage.list_files(out, recursive=False)
-        if is_previous_output(url.rsplit("/", 1)[-1])
+        storage.join(out, relative)
+        for relative in _output_files(out, folders)
+        if is_previous_output(relative)
     ]
     verify(committed)
     claim.verify()
     storage.write_text(marker_path, marker_text)
     storage.delete(staging, recursive=True)
+
+
+def _output_files(out: str, folders: tuple[str, ...]) -> list[str]:
+    """Files at the top of `out` and directly in its `folders`, relative to `out`."""
+    found = []
+    for folder in ("", *folders):
+        where = storage.join(out, folder)
+        if folder and not storage.exists(where):
+            continue
+        for url in storage.list_files(where, recursive=False):
+            name = url.rsplit("/", 1)[-1]
+            found.append(f"{folder}/{name}" if folder else name)
+    return found

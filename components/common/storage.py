@@ -61,6 +61,16 @@ def join(url: str, *parts: str) -> str:
     return head + tail
 
 
+def canonical(url: str) -> str:
+    """One spelling per place, resolvable from anywhere: a local path or file:// URL becomes
+    an absolute local path ("." and ".." folded, symlinks kept as named); other URLs
+    (gs://...) are kept as given, minus a trailing "/"."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        return os.path.abspath(os.path.expanduser(path))
+    return url.rstrip("/") if not url.endswith("://") else url
+
+
 def relative_path(root: str, url: str) -> str | None:
     """`url`'s path below `root` ("" for root itself), or None when it is not inside it
     (local: symlinks and ".." resolved; elsewhere: "." and ".." segments folded, as a client

@@ -1,5 +1,6 @@
-"""The review queue, pure: rows of a tagging run's `review.jsonl` or an evaluation's
-`suspects.jsonl`, as items with a stable id, ordered so that a person's label helps most first.
+"""The review queue, pure: rows of a tagging run's queue (`review.jsonl`, or `review/` in
+Parquet) or an evaluation's `suspects.jsonl`, as items with a stable id, ordered so that a
+person's label helps most first.
 
 Ordering: lowest top-1/top-2 margin first (the model is least sure between its two best
 guesses), ties by uri. Ids are derived from the uri, so they survive a restart and a
@@ -12,10 +13,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from components.common import storage
+from components.common import storage, tag_rows
 
-TAGS_MARKER = "_SUCCESS.json"
-REVIEW_FILE = "review.jsonl"
+TAGS_MARKER = tag_rows.SUCCESS_NAME
+REVIEW_FILE = "review.jsonl"  # JSONL runs; Parquet runs keep the queue in review/
 SUSPECTS_FILE = "suspects.jsonl"
 EVALUATION_FILE = "evaluation.json"
 CORRECTIONS_FILE = "corrections.jsonl"
@@ -143,8 +144,7 @@ def load_queue(folder: str) -> Queue:
 
 def _tags_queue(folder: str) -> Queue:
     run = json.loads(storage.read_text(storage.join(folder, TAGS_MARKER)))
-    review = storage.join(folder, REVIEW_FILE)
-    rows = _jsonl(review) if storage.exists(review) else []
+    rows = list(tag_rows.read_rows(folder, "review"))  # either format
     labels = run.get("labels")
     if not labels:
         raise QueueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 
 import click
@@ -45,9 +46,11 @@ def tag(
     )
     if summary.carried:
         click.echo(f"  {summary.carried} unchanged images kept their previous tags")
-    click.echo(
-        f"tags in {summary.out}/tags-*.{outputs.format}, review queue {summary.out}/review.jsonl"
-    )
+    from components.common import storage
+    from components.common.tag_rows import SUCCESS_NAME
+
+    files = json.loads(storage.read_text(storage.join(summary.out, SUCCESS_NAME)))["files"]
+    click.echo(f"tags in {summary.out}/{files['tags']}, review {summary.out}/{files['review']}")
 
 
 def tagger_and_policy(

@@ -47,8 +47,15 @@ class TagConfig:
 class TagOutputs:
     """What the job writes besides the tag rows' default JSONL shards."""
 
-    format: str = setting("jsonl", "Format of the tag files.", choices=("jsonl", "parquet"))
-    shards: int = setting(4, "Number of tag files.", minimum=1)
+    format: str = setting(
+        "jsonl",
+        "Format of the tag files (layout: components/common/tag_rows.py; parquet: one folder "
+        "per row kind, tags/ review/ rejected/, each readable as one dataset).",
+        choices=("jsonl", "parquet"),
+    )
+    shards: int = setting(
+        4, "Most files per row kind; fewer for small runs (see --min-rows-per-shard).", minimum=1
+    )
     incremental: bool = setting(
         False,
         "Keep the rows of images already tagged by this model version (same content hash) "
@@ -64,9 +71,16 @@ class TagOutputs:
         "Also copy each image into DIR/<label>/ (uncertain ones: DIR/_review/<label>/).",
         metavar="DIR",
     )
+    min_rows_per_shard: int = setting(
+        10_000,
+        "A file per this many rows begun, up to --shards, so small runs make no empty files.",
+        minimum=1,
+    )
 
     def __post_init__(self) -> None:
         if self.format not in ("jsonl", "parquet"):
             raise ValueError(f"format must be jsonl or parquet, not {self.format!r}")
         if self.shards < 1:
             raise ValueError("shards must be at least 1")
+        if self.min_rows_per_shard < 1:
+            raise ValueError("min_rows_per_shard must be at least 1")

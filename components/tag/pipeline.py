@@ -15,22 +15,22 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.common import beam_io, storage
+from components.common import beam_io, storage, tag_rows
 from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec, check_model_file
 from components.tag.config import TagOutputs
 from components.tag.handler import KerasImageHandler
-from components.tag.policy import TagPolicy, rejected_row, tag_row
+from components.tag.outputs import WriteRows
+from components.tag.policy import ROW_SCHEMA_VERSION, TagPolicy, rejected_row, tag_row
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.tag"
-SUCCESS_NAME = "_SUCCESS.json"
+SUCCESS_NAME = tag_rows.SUCCESS_NAME
 
 
 @dataclass(frozen=True)
@@ -101,28 +101,6 @@ def failed_batch_rows(failure: tuple, tagger: TaggerSpec) -> Iterator[dict]:
         yield rejected_row(uri, "inference_failed", repr(error), tagger.uri, tagger.version)
 
 
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int32()),
-        ("uri", pa.string()),
-        ("content_hash", pa.string()),
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("labels", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))),
-        ("top1", pa.string()),
-        ("score", pa.float64()),
-        ("margin", pa.float64()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
-
-
-def is_tag_shard(name: str) -> bool:
-    """Whether a file name is one of the tag row shards (either format)."""
-    return name.startswith("tags-") and name.endswith((".jsonl", ".parquet"))
-
-
 def policy_record(policy: TagPolicy) -> dict:
     """The policy as _SUCCESS.json records it, in JSON types (to compare with a read one)."""
     return json.loads(json.dumps(policy.as_record(), sort_keys=True))
@@ -142,7 +120,9 @@ def read_previous_rows(
         log.warning("the tag policy differs from the previous run's: re-tagging every image")
         return pipeline | "NoPreviousRows" >> beam.Create([])
     shards = [
-        u for u in storage.list_files(out, recursive=False) if is_tag_shard(u.rsplit("/", 1)[-1])
+        storage.join(out, relative)
+        for relative in tag_rows.output_files(out)
+        if tag_rows.kind_of(relative) == "tags"
     ]
     jsonl = [u for u in shards if u.endswith(".jsonl")]
     parquet = [u for u in shards if u.endswith(".parquet")]
@@ -159,17 +139,21 @@ def read_previous_rows(
             pipeline
             | "PreviousParquet" >> beam.Create(parquet)
             | "ReadPreviousParquet" >> beam.io.ReadAllFromParquet()
-            # Parquet stores an absent reason as null; the JSON rows simply omit it.
-            | "DropNulls" >> beam.Map(lambda row: {k: v for k, v in row.items() if v is not None})
+            | "AsJsonRows" >> beam.Map(tag_rows.from_parquet_row)
         )
     if not parts:
         return pipeline | "NoPreviousShards" >> beam.Create([])
     return (
         parts
         | "AllPrevious" >> beam.Flatten()
-        | "SameModel"
+        # Rows of an older row schema lack fields (v1: `tagged_at`): those images are tagged again.
+        | "SameModelAndSchema"
         >> beam.Filter(
-            lambda row: row["model_version"] == tagger.version and row["model"] == tagger.uri
+            lambda row: (
+                row["model_version"] == tagger.version
+                and row["model"] == tagger.uri
+                and row.get("schema_version") == ROW_SCHEMA_VERSION
+            )
         )
         | "KeyPreviousByUri" >> beam.Map(lambda row: (row["uri"], row))
     )
@@ -286,25 +270,10 @@ def build_pipeline(
         failed_batch_rows, tagger
     )
     rejected = (decoded[ReadAndDecode.REJECTED], failed) | "AllRejected" >> beam.Flatten()
-    tags_prefix = storage.join(staging, "tags")
-    if outputs.format == "parquet":
-        _ = (
-            rows
-            | "ToParquetRow" >> beam.Map(lambda row: {**row, "reason": row.get("reason")})
-            | "WriteTagsParquet"
-            >> beam.io.WriteToParquet(
-                tags_prefix,
-                PARQUET_SCHEMA,
-                num_shards=outputs.shards,
-                shard_name_template="-SSSSS-of-NNNNN",
-                file_name_suffix=".parquet",
-            )
-        )
-    else:
-        beam_io.write_jsonl(rows, tags_prefix, "Tags", outputs.shards)
     review = rows | "OnlyReview" >> beam.Filter(lambda row: row["status"] == "review")
-    beam_io.write_jsonl(review, storage.join(staging, "review.jsonl"), "Review")
-    beam_io.write_jsonl(rejected, storage.join(staging, "rejected.jsonl"), "Rejected")
+    for kind, kind_rows in (("tags", rows), ("review", review), ("rejected", rejected)):
+        sink = WriteRows(staging, kind, outputs.format, outputs.shards, outputs.min_rows_per_shard)
+        _ = kind_rows | f"Write{kind.title()}" >> sink
     # "seen" is counted from the listing, independently of the outcomes, so that
     # seen == auto + review + rejected is a real check against silent loss.
     counts = (
@@ -359,8 +328,11 @@ def run(
     test_pipeline: beam.Pipeline | None = None,
 ) -> TagSummary:
     """Tag every image under `source` and write the results under `out`."""
-    source = source.rstrip("/")
-    out = out.rstrip("/")
+    # Canonical spellings, so every row's uri names its image from anywhere (and a relative
+    # source does not give relative uris).
+    source, out = storage.canonical(source), storage.canonical(out)
+    if outputs.copy_to:
+        outputs = dataclasses.replace(outputs, copy_to=storage.canonical(outputs.copy_to))
     if not storage.exists(source):
         raise FileNotFoundError(f"source {source} does not exist")
     if outputs.write_metadata and not source.startswith("gs://"):
@@ -418,51 +390,48 @@ def _tag_claimed(
         **asdict(summary),
         "images_per_second": round(summary.images_per_second, 2),
         "policy": policy_record(policy),  # which bars decided auto/review, what they promise
-        "labels": list(tagger.labels),  # the full label list: review rows carry only a top 3
+        "labels": list(tagger.labels),  # the full label list: review rows carry only a top k
+        "format": outputs.format,
+        "files": {  # where each row kind is, relative to `out`
+            kind: tag_rows.shard_name(kind, outputs.format, 0, 1).replace("-00000-of-00001", "-*")
+            for kind in tag_rows.KINDS
+        },
     }
     beam_io.commit_staged(
         claim,
         SUCCESS_NAME,
         json.dumps(record, indent=2, sort_keys=True),
-        lambda name: is_tag_shard(name) or name in ("review.jsonl", "rejected.jsonl"),
+        lambda relative: tag_rows.kind_of(relative) is not None,
         lambda committed: check_committed(committed, summary),
+        folders=tag_rows.KINDS,
     )
     return summary
 
 
-def committed_counts(files: list[str]) -> dict[str, int]:
-    """Rows per status in the tag shards among `files`, and the lines of the review queue and
-    the rejects: what a reader of the output really finds."""
-    counts = {"auto": 0, "review": 0, "review.jsonl": 0, "rejected.jsonl": 0}
+def committed_counts(files: list[str], out: str) -> dict[str, int]:
+    """Tag rows per status, and the rows of the review queue and of the rejects, in `files`
+    (the output files in place in `out`, either format): what a reader really finds."""
+    counts = {"auto": 0, "review": 0, "review rows": 0, "rejected rows": 0}
     for url in files:
-        name = url.rsplit("/", 1)[-1]
-        if name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            with storage.open_file(url, "rb") as stream:
-                statuses = pq.read_table(stream, columns=["status"]).column("status").to_pylist()
-        elif name.endswith(".jsonl"):
-            with storage.open_file(url, "r") as stream:
-                lines = [line for line in stream if line.strip()]
-            if not is_tag_shard(name):
-                counts[name] = counts.get(name, 0) + len(lines)
-                continue
-            statuses = [json.loads(line)["status"] for line in lines]
-        else:
+        kind = tag_rows.kind_of(storage.relative_path(out, url) or "")
+        if kind is None:
             continue
-        for status in statuses:
-            counts[status] = counts.get(status, 0) + 1
+        if kind != "tags":
+            counts[f"{kind} rows"] += sum(1 for _ in tag_rows.read_file_rows(url))
+            continue
+        for row in tag_rows.read_file_rows(url):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
     return counts
 
 
 def check_committed(files: list[str], summary: TagSummary) -> None:
     """Refuse to write _SUCCESS.json when the rows in place differ from the run's counts."""
-    found = committed_counts(files)
+    found = committed_counts(files, summary.out)
     expected = {
         "auto": summary.auto,
         "review": summary.review,
-        "review.jsonl": summary.review,
-        "rejected.jsonl": summary.rejected,
+        "review rows": summary.review,
+        "rejected rows": summary.rejected,
     }
     problems = [
         f"{key}: {found.get(key, 0)} on disk, {value} counted"

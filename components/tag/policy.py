@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.common.policy_file import NEVER, POLICY_SCHEMA_VERSION
+from components.common.tag_rows import utc_now
 
-ROW_SCHEMA_VERSION = 1
+ROW_SCHEMA_VERSION = 2  # 2: every row has `tagged_at`
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TagPolicy:
             "label_min_scores": self.label_min_scores,
             "label_thresholds": self.label_thresholds,
             "review_all": self.review_all or None,
+            "top_k": self.top_k,  # rows keep only their top k: another k means re-tagging
         }
         return record | {"origin": self.origin}
 
@@ -63,8 +65,10 @@ def tag_row(
     model: str,
     model_version: str | None,
     multi_label: bool = False,
+    tagged_at: str | None = None,
 ) -> dict:
-    """The documented tag row for one image (see docs/architecture.md, 'Tags')."""
+    """The documented tag row for one image (see docs/architecture.md, 'Tags'), stamped with
+    `tagged_at` (default: now, UTC)."""
     order = np.argsort(-probabilities, kind="stable")
     decide = _multi_label_decision if multi_label else _single_label_decision
     tags, margin, reasons = decide(probabilities, labels, policy, order)
@@ -81,6 +85,7 @@ def tag_row(
         "score": round(float(probabilities[order[0]]), 6),
         "margin": round(margin, 6),
         "status": "review" if reasons else "auto",
+        "tagged_at": tagged_at or utc_now(),
     }
     if reasons:
         row["reason"] = "; ".join(reasons)
@@ -126,8 +131,15 @@ def _multi_label_decision(
     return _scored(labels, probabilities, chosen), margin, reasons
 
 
-def rejected_row(uri: str, reason: str, detail: str, model: str, version: str | None) -> dict:
-    """The row for an input that could not be tagged, with why."""
+def rejected_row(
+    uri: str,
+    reason: str,
+    detail: str,
+    model: str,
+    version: str | None,
+    tagged_at: str | None = None,
+) -> dict:
+    """The row for an input that could not be tagged, with why (and when: default now)."""
     return {
         "schema_version": ROW_SCHEMA_VERSION,
         "uri": uri,
@@ -136,6 +148,7 @@ def rejected_row(uri: str, reason: str, detail: str, model: str, version: str | 
         "status": "rejected",
         "reason": reason,
         "detail": detail,
+        "tagged_at": tagged_at or utc_now(),
     }
 
 
