@@ -5,6 +5,7 @@ and Grad-CAM on a task where the answer's location is known."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
@@ -122,20 +123,39 @@ class Sections(HTMLParser):
             self.img_alts.append(attributes.get("alt", ""))
 
 
-def test_report_metrics_and_mlflow(
-    noisy_dataset: str, good_model, tracking_env: str, tmp_path: Path
-) -> None:
-    """evaluate() writes JSON, suspects and a self-contained report, and logs them to the
-    model's run; the planted mislabelled images show up as suspects."""
+@pytest.fixture(scope="module")
+def evaluated(noisy_dataset: str, good_model, mlflow_server: str, tmp_path_factory) -> dict:
+    """One real evaluation of the good model, registered in the real MLflow server with its
+    real per-epoch training loss in the run's history."""
     import mlflow
 
     from components.evaluate.run import EvaluateConfig, evaluate
 
-    name = f"eval-{uuid.uuid4().hex[:6]}"
-    uri = register(good_model, name, list(LABELS))
-    out = tmp_path / "evaluation"
-    config = EvaluateConfig(gradcam_per_class=1, target_precision=0.5)
-    result = evaluate(uri, noisy_dataset, str(out), config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        mlflow.set_tracking_uri(mlflow_server)
+        name = f"eval-{uuid.uuid4().hex[:6]}"
+        uri = register(good_model, name, list(LABELS))
+        run_id = mlflow.MlflowClient().get_model_version(name, uri.rsplit("/", 1)[1]).run_id
+        losses = good_model.history.history["loss"]  # the fixture's training, per epoch
+        with mlflow.start_run(run_id=run_id):
+            for epoch, loss in enumerate(losses, start=1):
+                mlflow.log_metric("loss", loss, step=epoch)
+        out = tmp_path_factory.mktemp("evaluated") / "evaluation"
+        config = EvaluateConfig(gradcam_per_class=1, target_precision=0.5)
+        result = evaluate(uri, noisy_dataset, str(out), config)
+    return {"out": out, "uri": uri, "run_id": run_id, "losses": losses, "result": result}
+
+
+def test_report_metrics_and_mlflow(
+    evaluated: dict, noisy_dataset: str, tracking_env: str, tmp_path: Path
+) -> None:
+    """evaluate() writes JSON, suspects and a self-contained report with every section, and
+    logs them to the model's run; the planted mislabelled images show up as suspects."""
+    import mlflow
+
+    out, uri, run_id = evaluated["out"], evaluated["uri"], evaluated["run_id"]
+    result, losses = evaluated["result"], evaluated["losses"]
     assert result.top1 > 0.8, result
     summary = json.loads((out / "evaluation.json").read_text())
     assert summary["top1"]["low"] < summary["top1"]["value"] < summary["top1"]["high"]
@@ -147,19 +167,33 @@ def test_report_metrics_and_mlflow(
     assert planted and all(row["predicted"] == "horizontal" for row in planted)
     assert len(planted) >= len(suspects) / 2  # mostly the planted ones, not random images
 
+    html = (out / "report.html").read_text()
     parser = Sections()
-    parser.feed((out / "report.html").read_text())
-    assert {"confusion-matrix", "pr-curves", "thresholds", "calibration", "grad-cam",
-            "suspects"} <= parser.ids  # fmt: skip
-    assert {"confusion matrix", "precision-recall curves", "reliability diagram"} <= set(
+    parser.feed(html)
+    assert {"header", "model-uri", "model-version", "run-link", "dataset-digest", "report-date",
+            "gallerytag-version", "training-curves", "data-quality", "label-balance",
+            "confusion-matrix", "pr-curves", "thresholds", "calibration", "grad-cam",
+            "gradcam-colour-scale", "suspects"} <= parser.ids  # fmt: skip
+    assert {"confusion matrix", "precision-recall curves", "reliability diagram",
+            "training curves", "label balance", "grad-cam colour scale"} <= set(
         parser.img_alts
-    )
+    )  # fmt: skip
+    assert "/#/experiments/" in html and f"/runs/{run_id}" in html  # the run link
+    assert summary["dataset_hash"] in html and f"{len(losses)} logged" in html
+    manifest = dataset.read_manifest(noisy_dataset)
+    assert parser.table_rows["ingest-counts-table"] == 5
+    assert parser.table_rows["label-balance-table"] == len(LABELS) + 1
+    assert f"<td>accepted</td><td>{manifest.totals['accepted']}</td>" in html
+    calibration_images = [int(n) for n in re.findall(
+        r'<tr><td>[0-9.]+–[0-9.]+</td><td>(\d+)</td>', html)]  # fmt: skip
+    assert sum(calibration_images) == summary["images"]  # every test image in a counted bin
+    assert 'id="suspects-table" class="left"' in html
+    assert html.count('<a href="file:///') >= len(suspects)  # suspects link to their images
     assert sum(alt.startswith("grad-cam") for alt in parser.img_alts) >= len(LABELS)
     assert parser.table_rows["threshold-table"] > 10
     assert parser.table_rows["suspects-table"] == len(suspects) + 1
     assert parser.table_rows["per-class-table"] == len(LABELS) + 3
 
-    run_id = mlflow.MlflowClient().get_model_version(name, uri.rsplit("/", 1)[1]).run_id
     run = mlflow.get_run(run_id)
     assert run.data.metrics["test_top1"] == pytest.approx(result.top1)
     assert "test_recall.square" in run.data.metrics
@@ -194,6 +228,46 @@ def test_report_metrics_and_mlflow(
     success = json.loads((tmp_path / "tags" / "_SUCCESS.json").read_text())
     assert success["policy"]["origin"]["source"] == "evaluation"
     assert success["policy"]["origin"]["expected"]["coverage"] == 1.0
+
+
+REPORT_SCREENSHOT = Path(__file__).parents[1] / "docs" / "images" / "report.png"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium"
+)
+def test_report_in_headless_chromium(evaluated: dict) -> None:
+    """The report opened from disk in Debian's headless Chromium (Playwright, offline): every
+    section is laid out and visible, every embedded figure decodes, nothing is fetched from
+    the network; the full-page screenshot goes to docs/images/report.png."""
+    from playwright.sync_api import sync_playwright
+
+    report_url = (evaluated["out"] / "report.html").as_uri()
+    requested = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(report_url)
+            for section in ("header", "training-curves", "data-quality", "label-balance",
+                            "pr-curves", "calibration", "grad-cam", "suspects"):  # fmt: skip
+                assert page.locator(f"#{section}").is_visible(), section
+            broken = page.evaluate(
+                "[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length"
+            )
+            assert broken == 0 and page.locator("img").count() >= 8
+            suspect_cell = page.locator("#suspects-table td:nth-child(2)").first
+            assert suspect_cell.evaluate("c => getComputedStyle(c).textAlign") == "left"
+            REPORT_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(REPORT_SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert all(url.startswith(("file://", "data:")) for url in requested), requested
+    assert REPORT_SCREENSHOT.stat().st_size > 50_000
 
 
 def test_gate_moves_the_alias_in_a_real_registry(
@@ -305,6 +379,43 @@ def test_grad_cam_peaks_inside_the_deciding_square() -> None:
     assert (model.predict(images, verbose=0).argmax(1) == np.arange(60) % 2).mean() > 0.9
     heatmaps = grad_cam(model, images, np.arange(60) % 2)
     assert heatmaps.shape == (60, 48, 48) and heatmaps.max() <= 1.0
+    hits = 0
+    for heatmap, (_, (top, left, side)) in zip(heatmaps, test, strict=True):
+        row, column = np.unravel_index(heatmap.argmax(), heatmap.shape)
+        hits += (top - 1 <= row < top + side + 1) and (left - 1 <= column < left + side + 1)
+    assert hits / len(test) >= 0.8, hits
+
+
+def test_grad_cam_explains_a_finer_block_output_and_still_finds_the_square() -> None:
+    """With named blocks, Grad-CAM explains the deepest block output one downsampling before
+    the final map (24x24 here instead of 12x12), also with a frozen backbone, and the peak
+    still falls on the deciding square for most images."""
+    import keras
+
+    from components.evaluate.gradcam import grad_cam_with_layer
+    from models.head import build_classifier
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((48, 48, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    for index, (filters, stride) in enumerate([(16, 1), (32, 2), (32, 2), (32, 1)]):
+        x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu",
+                                name=f"block_{index}_conv")(x)  # fmt: skip
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="blocky")
+    model = build_classifier(backbone, 2, dropout=0.1)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(1)
+    train = [square_image(rng, bool(i % 2)) for i in range(400)]
+    model.fit(np.stack([p for p, _ in train]), np.arange(400) % 2, epochs=6, batch_size=32,
+              verbose=0)  # fmt: skip
+    backbone.trainable = False  # as the lower blocks of a fine-tuned tagger are
+    test = [square_image(rng, bool(i % 2)) for i in range(60)]
+    images = np.stack([pixels for pixels, _ in test])
+    assert (model.predict(images, verbose=0).argmax(1) == np.arange(60) % 2).mean() > 0.9
+    prefixes = tuple(f"block_{i}_" for i in range(4))
+    heatmaps, layer, cells = grad_cam_with_layer(model, images, np.arange(60) % 2, prefixes)
+    assert (layer, cells) == ("block_1_conv", (24, 24))
+    assert heatmaps.shape == (60, 48, 48) and heatmaps.min() >= 0.0 and heatmaps.max() <= 1.0
     hits = 0
     for heatmap, (_, (top, left, side)) in zip(heatmaps, test, strict=True):
         row, column = np.unravel_index(heatmap.argmax(), heatmap.shape)

@@ -8,6 +8,7 @@ import json
 import re
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -183,16 +184,28 @@ def compute_metrics(
     }
 
 
-def gradcam_panels(model, predictions: Predictions, names: list[str]) -> list[dict]:
-    """Grad-CAM overlays for the kept test images, ordered by class."""
-    from components.evaluate.gradcam import grad_cam, overlay
+def block_prefixes(backbone: str) -> tuple[str, ...]:
+    """The backbone's block names from the registry (none for a backbone it does not know:
+    Grad-CAM then explains the final feature map)."""
+    from models.registry import BACKBONES
+
+    spec = BACKBONES.get(backbone)
+    return spec.block_prefixes if spec else ()
+
+
+def gradcam_panels(
+    model, predictions: Predictions, names: list[str], prefixes: tuple[str, ...] = ()
+) -> tuple[list[dict], dict]:
+    """Grad-CAM overlays for the kept test images, ordered by class, and which feature map
+    they explain ({layer, cells})."""
+    from components.evaluate.gradcam import grad_cam_with_layer, overlay
 
     rows = sorted(predictions.images)
     if not rows:
-        return []
+        return [], {}
     images = np.stack([predictions.images[row] for row in rows]).astype(np.float32)
     predicted = predictions.probabilities[rows].argmax(axis=1)
-    heatmaps = grad_cam(model, images, predicted)
+    heatmaps, layer, cells = grad_cam_with_layer(model, images, predicted, prefixes)
     panels = []
     for row, image, heatmap, guess in zip(rows, images, heatmaps, predicted, strict=True):
         panels.append(
@@ -203,9 +216,11 @@ def gradcam_panels(model, predictions: Predictions, names: list[str]) -> list[di
                 "correct": bool(guess == predictions.labels[row]),
                 "uri": predictions.uris[row],
                 "png": report.png_data_uri(overlay(image.astype(np.uint8), heatmap)),
+                "link": report.link_for(predictions.uris[row]),
             }
         )
-    return sorted(panels, key=lambda p: (p["label"], not p["correct"]))
+    explained = {"layer": layer, "cells": f"{cells[0]}x{cells[1]}"}
+    return sorted(panels, key=lambda p: (p["label"], not p["correct"])), explained
 
 
 def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
@@ -224,7 +239,78 @@ def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
         row["uri"] = seen.uris[row["index"]]
         pixels = seen.images.get(row.pop("index"))
         row["png"] = report.png_data_uri(pixels) if pixels is not None else None
+        row["link"] = report.link_for(row["uri"])
     return rows, len(seen.labels)
+
+
+def gallerytag_version() -> str:
+    """The installed gallerytag's version (the report says which code made it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gallerytag")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def run_link(run_id: str | None) -> str | None:
+    """The MLflow UI page of a run, when the tracking server is an http(s) one."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not run_id or not uri.startswith(("http://", "https://")):
+        return None
+    experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def training_history(run_id: str | None) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch training metrics (loss, accuracy and their val_ twins) of the model's run,
+    from MLflow's metric history; empty without a run."""
+    import mlflow
+
+    if not run_id:
+        return {}
+    client = mlflow.MlflowClient()
+    history = {}
+    for metric in report.TRAINING_METRICS:
+        for key in (metric, f"val_{metric}"):
+            points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+            history[key] = [(m.step, m.value) for m in points]
+    return history
+
+
+def data_quality(dataset_dir: str, manifest: dataset.Manifest) -> dict:
+    """What ingest kept and dropped (from the manifest and duplicates.jsonl): counts,
+    rejections by reason, duplicates by kind and those whose labels disagreed, images per
+    label and split, corrections applied."""
+    kinds: dict[str, int] = {}
+    conflicts = 0
+    duplicates = storage.join(dataset_dir, "duplicates.jsonl")
+    if storage.exists(duplicates):
+        with storage.open_file(duplicates, "r") as stream:  # streamed: it can be long
+            for line in stream:
+                if line.strip():
+                    row = json.loads(line)
+                    kinds[row.get("kind", "?")] = kinds.get(row.get("kind", "?"), 0) + 1
+                    conflicts += bool(row.get("label_conflict"))
+    splits = ("train", "validation", "test")
+    balance = [
+        {"label": label, **{s: manifest.counts.get(s, {}).get(label, 0) for s in splits}}
+        for label in manifest.labels
+    ]
+    totals = [row["train"] + row["validation"] + row["test"] for row in balance]
+    return {
+        "totals": manifest.totals,
+        "rejected_reasons": dict(sorted(manifest.rejected_reasons.items(), key=lambda kv: -kv[1])),
+        "duplicate_kinds": kinds,
+        "duplicate_label_conflicts": conflicts,
+        "balance": balance,
+        "imbalance": (max(totals) / min(totals)) if totals and min(totals) > 0 else None,
+        "review": manifest.review,
+        "warnings": manifest.warnings,
+        "source": manifest.source,
+    }
 
 
 MAX_METRIC_KEY = 250  # MLflow refuses longer metric names
@@ -308,15 +394,32 @@ def evaluate(
             round(metrics["_top1"].value - floor.top1.value, 6) if floor.top1 else None
         ),
     }
+    panels, explained = gradcam_panels(model, test, names, block_prefixes(tagger.backbone))
+    history = training_history(tagger.run_id)
+    quality = data_quality(dataset_dir, manifest)
     context = summary | {
         "dataset_dir": dataset_dir,
+        "run_link": run_link(tagger.run_id),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "gallerytag_version": gallerytag_version(),
+        "training_png": report.training_figure(history),
+        "epochs": max((len(points) for points in history.values()), default=0),
+        "quality": quality,
+        "balance_png": report.label_balance_figure(manifest.counts, names),
+        "calibration_rows": report.calibration_rows(metrics["_calibration"]),
+        "pr_shown": min(report.PR_PANELS, sum(c is not None for c in metrics["_curves"])),
+        "classes": len(names),
         "top1": metrics["_top1"],
         "topk": metrics["_topk"],
         "confusion_png": report.confusion_figure(np.array(metrics["confusion"]), names),
-        "pr_png": report.pr_figure(metrics["_curves"], names),
+        "pr_png": report.pr_figure(
+            metrics["_curves"], names, [row["support"] for row in metrics["per_class"]]
+        ),
         "coverage_png": report.coverage_figure(metrics["thresholds"]["confidence"]),
         "reliability_png": report.reliability_figure(metrics["_calibration"]),
-        "gradcam": gradcam_panels(model, test, names),
+        "gradcam": panels,
+        "gradcam_layer": explained,
+        "colour_scale_png": report.colour_scale_figure(),
         "suspects": suspects,
         "suspect_images": suspect_images,
     }
