@@ -421,3 +421,31 @@ def test_grad_cam_explains_a_finer_block_output_and_still_finds_the_square() -> 
         row, column = np.unravel_index(heatmap.argmax(), heatmap.shape)
         hits += (top - 1 <= row < top + side + 1) and (left - 1 <= column < left + side + 1)
     assert hits / len(test) >= 0.8, hits
+
+
+def test_data_quality_counts_come_from_a_real_ingest(tmp_path: Path) -> None:
+    """The report's data-quality figures equal what ingest wrote: totals and rejections by
+    reason from the manifest, duplicates by kind (and those in a group whose labels disagree)
+    from duplicates.jsonl, and images per label and split."""
+    from components.evaluate.run import data_quality
+    from components.ingest.pipeline import run as ingest
+    from tests.conftest import write_broken_files
+
+    gallery = write_pattern_gallery(tmp_path / "gallery", 12, LABELS)
+    copy = (gallery / "square" / "square_000.jpg").read_bytes()
+    (gallery / "square" / "again.jpg").write_bytes(copy)  # exact duplicate, same label
+    (gallery / "vertical" / "elsewhere.jpg").write_bytes(copy)  # ... under another label
+    broken = write_broken_files(gallery / "horizontal")
+    out = str(tmp_path / "dataset")
+    ingest(str(gallery), out, IngestConfig(image_size=SIZE), beam_args=IN_MEMORY)
+    manifest = dataset.read_manifest(out)
+    quality = data_quality(out, manifest)
+    assert quality["totals"] == manifest.totals and manifest.totals["rejected"] == len(broken)
+    assert sum(quality["rejected_reasons"].values()) == len(broken)
+    assert sorted(quality["rejected_reasons"]) == sorted(set(broken.values()))
+    # Both dropped copies belong to a group whose copies carry different labels.
+    assert quality["duplicate_kinds"] == {"exact": 2}
+    assert quality["duplicate_label_conflicts"] == 2
+    per_label = {row["label"]: row["train"] + row["validation"] + row["test"]
+                 for row in quality["balance"]}  # fmt: skip
+    assert per_label == {"horizontal": 12, "square": 12, "vertical": 12}

@@ -282,8 +282,8 @@ def training_history(run_id: str | None) -> dict[str, list[tuple[int, float]]]:
 
 def data_quality(dataset_dir: str, manifest: dataset.Manifest) -> dict:
     """What ingest kept and dropped (from the manifest and duplicates.jsonl): counts,
-    rejections by reason, duplicates by kind and those whose labels disagreed, images per
-    label and split, corrections applied."""
+    rejections by reason, duplicates by kind and those of groups whose copies carry
+    different labels, images per label and split, corrections applied."""
     kinds: dict[str, int] = {}
     conflicts = 0
     duplicates = storage.join(dataset_dir, "duplicates.jsonl")
