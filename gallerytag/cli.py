@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
 # Quiet TensorFlow's C++ start-up chatter and MLflow's download bars before they load.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,7 +34,9 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not verbose:
+    if verbose:  # child processes (training ranks) show their logs too
+        os.environ["GALLERYTAG_VERBOSE"] = "1"
+    else:
         # Beam's local runner relays every worker's start-up warnings; they are not ours.
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
@@ -55,12 +58,25 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
+def asks_verbose(argv: list[str]) -> bool:
+    """Whether the group's -v/--verbose is among the options before the sub-command."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return False
+        if arg in ("-v", "--verbose"):
+            return True
+    return False
+
+
 def main() -> None:
     """Console-script entry point; turns expected failures into one clear line."""
     from components.common.dataset import DatasetError
+    from components.common.progress import hide_native_chatter
     from components.common.tracking import TrackingUnavailable
 
     exit_on_sigterm()
+    if not asks_verbose(sys.argv[1:]):
+        hide_native_chatter()  # before any child process starts and inherits stderr
     try:
         cli(prog_name="gallerytag", standalone_mode=False)
     except click.exceptions.Abort:

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from components.common import storage
+from components.common import progress, runners, storage
 from components.common.claim import OutputClaim
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,9 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 
 
-def names_runner(beam_args: list[str]) -> bool:
-    """True if the arguments choose a Beam runner (--runner X or --runner=X)."""
-    return any(arg.startswith("--runner") for arg in beam_args)
-
-
 def default_beam_args(beam_args: list[str]) -> list[str]:
     """Use all local cores with the DirectRunner unless the caller chose a runner or mode."""
-    if names_runner(beam_args):
+    if runners.runner_name(beam_args) is not None:
         return beam_args
     defaults = []
     chosen_mode = [arg for arg in beam_args if arg.startswith("--direct_running_mode")]
@@ -48,7 +43,7 @@ def default_beam_args(beam_args: list[str]) -> list[str]:
 def new_pipeline(beam_args: list[str]) -> beam.Pipeline:
     """A pipeline on the runner the arguments name, else on Beam's local FnApiRunner."""
     options = PipelineOptions(default_beam_args(beam_args))
-    if names_runner(beam_args):
+    if runners.runner_name(beam_args) is not None:
         return beam.Pipeline(options=options)
     return beam.Pipeline(runner=local_runner(options), options=options)
 
@@ -68,7 +63,11 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
     # Workers read the pipeline options (GCS credentials, project...) from the provision info.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(provision),
+        # Running bundles report their counters this often: the live progress (progress.py).
+        progress_request_frequency=progress.POLL_S,
+    )
 
 
 def release_freed_memory() -> None:

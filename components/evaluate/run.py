@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from components.common import dataset, storage
+from components.common import dataset, progress, storage
 from components.common.policy_file import POLICY_FILE
 from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core, report
@@ -66,9 +66,9 @@ def feature_model(model):
     return keras.Model(model.inputs, [embedding, *model.outputs])
 
 
-def predict(model, batches, keep) -> Predictions:
+def predict(model, batches, keep, shown: progress.Progress | None = None) -> Predictions:
     """Run the model over `batches`; `keep(row, label, predicted, confidence)` says which
-    rows' pixels to hold on to."""
+    rows' pixels to hold on to; `shown` displays the images done."""
     extractor = feature_model(model)
     probabilities, labels, embeddings, uris, images = [], [], [], [], {}
     for batch in batches:
@@ -83,6 +83,10 @@ def predict(model, batches, keep) -> Predictions:
         labels.append(batch_labels)
         embeddings.append(embedded)
         uris.extend(uri.decode() for uri in batch["uri"].numpy())
+        if shown is not None:
+            shown.update(len(uris))
+    if shown is not None:
+        shown.close()
     if not labels:
         raise dataset.DatasetError("no images were read from the split's shards")
     return Predictions(
@@ -233,7 +237,9 @@ def suspects_of(model, dataset_dir, manifest, names, config: EvaluateConfig):
     from components.common import tfdata  # TensorFlow loads only when data is read
 
     batches = tfdata.read_in_order(files, manifest.image_size, config.batch_size)
-    seen = predict(model, batches, suspect_keeper(config.suspects))
+    total = sum(manifest.split_size(split) for split in config.suspect_splits)
+    shown = progress.Progress("evaluate suspects", "images", total)
+    seen = predict(model, batches, suspect_keeper(config.suspects), shown)
     rows = find_suspects(seen.embeddings, seen.probabilities, seen.labels, names, config.suspects)
     for row in rows:
         row["uri"] = seen.uris[row["index"]]
@@ -370,7 +376,10 @@ def evaluate(
     from components.common import tfdata  # TensorFlow loads only when data is read
 
     batches = tfdata.read_in_order(files, manifest.image_size, config.batch_size)
-    test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class))
+    shown = progress.Progress(
+        f"evaluate {config.split}", "images", manifest.split_size(config.split)
+    )
+    test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class), shown)
     metrics = compute_metrics(test, names, config)
     suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
     floor = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from components.common import beam_io, dataset, storage
+from components.common import beam_io, dataset, progress, runners, storage
 from components.common.claim import OutputClaim, claim_output
 from components.ingest.core import (
     IngestConfig,
@@ -28,6 +28,7 @@ from components.ingest.packs import PIXELS
 from components.ingest.sources import Source, resolve_source, with_corrections
 from components.ingest.steps import (
     LATE,
+    NAMESPACE,
     Inspect,
     ListSource,
     MakeExamples,
@@ -134,6 +135,7 @@ def run(
 ) -> IngestSummary:
     """Ingest a folder-per-class or manifest source into a dataset directory, with the
     decisions of any `corrections` files (corrections.jsonl) winning; return counts."""
+    runners.runner_name(beam_args or [])  # a refused --runner fails before any work
     resolved = with_corrections(resolve_source(source), list(corrections or []))
     if resolved.kind == "folder" and storage.relative_path(resolved.location, out) is not None:
         raise ValueError(
@@ -152,7 +154,8 @@ def _ingest_claimed(
     out, staging = claim.out, claim.staging
     pipeline = beam_io.new_pipeline(beam_args or [])
     build_pipeline(pipeline, resolved, staging, config)
-    pipeline.run().wait_until_finish()
+    shown = progress.Progress("ingest", "images")
+    progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
     late = storage.read_text(storage.join(staging, LATE)).strip()
     if late:
         raise RuntimeError(

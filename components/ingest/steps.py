@@ -58,6 +58,7 @@ class ListSource(beam.DoFn):
         """Yield the partition's items, BATCH at a time."""
         items = iter(self.source.items(partition))
         while batch := list(itertools.islice(items, self.BATCH)):
+            Metrics.counter(NAMESPACE, "listed").inc(len(batch))  # the live progress's total
             yield zlib.compress(json.dumps(batch).encode(), 1)
 
 

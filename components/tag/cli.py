@@ -33,10 +33,12 @@ def tag(
 
     Beam's pipeline options (e.g. --runner DataflowRunner) are passed to Beam, as is
     everything after `--`."""
+    from components.common import runners
     from components.tag.pipeline import run
 
     config = config_from_options(TagConfig, options)
     outputs = config_from_options(TagOutputs, options)
+    runners.runner_name(beam_args(ctx))  # a refused --runner fails before the model download
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         tagger, policy = tagger_and_policy(model_uri, config, tracking_uri, tmp)
         summary = run(source, out, tagger, policy, outputs, beam_args=beam_args(ctx))

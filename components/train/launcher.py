@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common import dataset, storage
+from components.common import dataset, progress, storage
 from components.common.tracking import gallerytag_home, tracking
 from components.train.config import TrainConfig
 
@@ -140,10 +139,10 @@ def train(config: TrainConfig, tracking_uri: str | None = None) -> TrainResult:
         result_file = Path(tmp, "result.json")
         config_file.write_text(config.to_json())
         command = worker_command(config_file, result_file, config.workers)
-        completed = subprocess.run(command, check=False)
-        if completed.returncode != 0 or not result_file.exists():
+        code = progress.relay(command, progress.Progress("train", "images"))
+        if code != 0 or not result_file.exists():
             raise RuntimeError(
-                f"training workers failed (exit code {completed.returncode}); "
-                "the first error above names the cause"
+                f"training workers failed (exit code {code}); the first error in their "
+                "output above names the cause"
             )
         return TrainResult(**json.loads(result_file.read_text()))

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.common import dataset, storage
+from components.common import dataset, progress, storage
 from components.common.probe import LinearProbe, fit_probe, split_features
 from components.common.tfdata import make_dataset
 from components.common.tracking import model_metadata
@@ -144,6 +144,19 @@ class Trainer:
         ]
         self.started = time.perf_counter()
         self.out_of_time = False
+        # Horovod: rank 0 reports the progress of all ranks (they take the same steps).
+        self.progress = progress.Reporter("train", "images") if hvd.rank() == 0 else None
+
+    def _report_progress(self) -> None:
+        """Images trained so far of those planned, and the epoch, to the progress display."""
+        global_batch = self.config.batch_size * hvd.size()
+        planned = sum(phase.epochs for phase in self.phases)
+        epoch = min(self.state.epochs_done + 1, planned)
+        self.progress.update(
+            self.state.global_step * global_batch,
+            planned * self.steps_per_epoch * global_batch,
+            f"epoch {epoch}/{planned}",
+        )
 
     def init_head_from_probe(self) -> LinearProbe:
         """LP-FT: fit the linear probe on the frozen backbone's features of the training
@@ -286,6 +299,8 @@ class Trainer:
             loss_sum += float(loss)
             correct += float(n_correct)
             self.state.global_step += 1
+            if self.progress is not None:
+                self._report_progress()
         seconds = time.perf_counter() - started
         self._record_rank_stats(loss_sum / self.steps_per_epoch, seconds)
         # Horovod: average the statistics over workers so rank 0 logs the global figures.
