@@ -20,7 +20,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics import Metrics
 
-from components.common import beam_io, progress
+from components.common import beam_io, beam_progress, progress
 from tests.conftest import jpeg_bytes, pattern_image, save_mlflow_tagger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_plain_lines_follow_a_running_pipelines_counters(monkeypatch) -> None:
         | beam.ParDo(SlowCount())
     )
     shown = progress.Progress("test", "items", stream=stream)
-    progress.run_pipeline(pipeline, shown, ("test", "done"), ("test", "listed"))
+    beam_progress.run_pipeline(pipeline, shown, ("test", "done"), ("test", "listed"))
     lines = counts(stream.getvalue())
     assert len(lines) >= 3, stream.getvalue()
     assert all(total == 120 for _, total in lines), lines
@@ -219,3 +219,35 @@ def test_training_shows_rank_0_progress_without_rank_prefixes(tracking_env, tmp_
     assert lines and all(LINE.match(line) for line in lines), completed.stderr
     assert re.search(r"\(epoch [12]/2\)", completed.stderr)
     assert not chatter(both) and not re.search(r"^(INFO|WARNING) ", both, re.M), both
+
+
+def test_evaluation_reports_images_predicted(monkeypatch) -> None:
+    """evaluate's prediction loop feeds its Progress batch by batch: lines with the images
+    done of the split's size while it runs."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.evaluate.run import predict
+    from tests.test_evaluate import tiny_tagger
+
+    monkeypatch.setenv(progress.INTERVAL_ENV, "0.05")
+    model = tiny_tagger(3, size=16)
+    rng = np.random.default_rng(0)
+
+    def batches():
+        for index in range(6):
+            time.sleep(0.1)  # a slow reader, so that lines fall between batches
+            yield {
+                "image": tf.constant(rng.integers(0, 255, (8, 16, 16, 3)), tf.float32),
+                "label": tf.constant(rng.integers(0, 3, 8)),
+                "uri": tf.constant([f"img_{index}_{row}".encode() for row in range(8)]),
+            }
+
+    stream = io.StringIO()
+    shown = progress.Progress("evaluate test", "images", total=48, stream=stream)
+    found = predict(model, batches(), lambda *_: False, shown)
+    assert len(found.labels) == 48
+    lines = counts(stream.getvalue())
+    assert len(lines) >= 3 and {total for _, total in lines} == {48}, stream.getvalue()
+    assert [done for done, _ in lines] == sorted({done for done, _ in lines})
+    assert stream.getvalue().startswith("evaluate test: ")

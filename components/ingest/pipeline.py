@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from components.common import beam_io, dataset, progress, runners, storage
+from components.common import beam_io, beam_progress, dataset, progress, runners, storage
 from components.common.claim import OutputClaim, claim_output
 from components.ingest.core import (
     IngestConfig,
@@ -155,7 +155,7 @@ def _ingest_claimed(
     pipeline = beam_io.new_pipeline(beam_args or [])
     build_pipeline(pipeline, resolved, staging, config)
     shown = progress.Progress("ingest", "images")
-    progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
+    beam_progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
     late = storage.read_text(storage.join(staging, LATE)).strip()
     if late:
         raise RuntimeError(

@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.common import beam_io, progress, runners, storage, tag_rows
+from components.common import beam_io, beam_progress, progress, runners, storage, tag_rows
 from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec, check_model_file
@@ -368,7 +368,7 @@ def _tag_claimed(
     threads = inference_threads(beam_args or [])
     build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous, threads=threads)
     shown = progress.Progress("tag", "images")
-    progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
+    beam_progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
     counts = beam_io.read_json(storage.join(staging, "_counts.json"))
     summary = TagSummary(
         out=out,
