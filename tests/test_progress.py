@@ -251,3 +251,16 @@ def test_evaluation_reports_images_predicted(monkeypatch) -> None:
     assert len(lines) >= 3 and {total for _, total in lines} == {48}, stream.getvalue()
     assert [done for done, _ in lines] == sorted({done for done, _ in lines})
     assert stream.getvalue().startswith("evaluate test: ")
+
+
+def test_a_failing_worker_shows_its_hidden_output(tmp_path, capfd) -> None:
+    """The ranks' logs are hidden while training runs, but when the worker fails its last
+    lines (the traceback) are printed, so the cause is not lost."""
+    missing = tmp_path / "no-such-config.json"
+    command = [sys.executable, "-m", "components.train.worker", "--config", str(missing)]
+    stream = io.StringIO()
+    code = progress.relay(command, progress.Progress("train", "images", stream=stream))
+    err = capfd.readouterr().err
+    assert code != 0
+    assert "last output of the workers:" in err and "Traceback" in err, err
+    assert str(missing) in err
