@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import jpeg_bytes
+from tests.test_evaluate import SIZE, register
 
 LABELS = ["dark", "bright"]
-SIZE = 16
 
 
 def register_constant_tagger(name: str, label: str) -> str:
     """Register a real Keras tagger that calls every image `label`; returns its version."""
     import keras
-    import mlflow
-    import mlflow.keras
-    from mlflow.models import infer_signature
-
-    from components.common.tracking import model_metadata
 
     bias = [6.0, -6.0] if label == "dark" else [-6.0, 6.0]
     inputs = keras.Input((SIZE, SIZE, 3))
@@ -31,18 +26,7 @@ def register_constant_tagger(name: str, label: str) -> str:
     scores = keras.layers.Dense(
         2, "softmax", kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(bias)
     )(pooled)
-    model = keras.Model(inputs, scores)
-    probe = np.zeros((1, SIZE, SIZE, 3), np.float32)
-    with mlflow.start_run():
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=infer_signature(probe, model.predict_on_batch(probe)),
-            pip_requirements=["keras"],
-            metadata=model_metadata(LABELS, SIZE, "pad", False, "none"),
-            registered_model_name=name,
-        )
-    return str(info.registered_model_version)
+    return register(keras.Model(inputs, scores), name, LABELS).rsplit("/", 1)[-1]
 
 
 def test_rows_carry_the_version_whose_weights_tagged_them(
