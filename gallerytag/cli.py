@@ -27,7 +27,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="gallerytag", message="gallerytag %(version)s")
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Log at INFO level; show the workers' logs and TensorFlow's start-up lines.",
+)  # fmt: skip
 def cli(verbose: bool) -> None:
     """Ingest, train, evaluate and tag image galleries."""
     logging.basicConfig(
