@@ -68,10 +68,15 @@ def hide_native_chatter() -> None:
     os.close(write_end)
 
     def forward() -> None:
+        reader_gone = False
         with os.fdopen(read_end, "rb") as lines:
-            for line in lines:
-                if not NATIVE_CHATTER.match(line.decode(errors="replace")):
+            for line in lines:  # read to the end always, or writers would block on a full pipe
+                if reader_gone or NATIVE_CHATTER.match(line.decode(errors="replace")):
+                    continue
+                try:
                     os.write(_user_stderr, line)
+                except OSError:  # e.g. `2>&1 | head` has exited
+                    reader_gone = True
 
     thread = threading.Thread(target=forward, daemon=True, name="stderr-filter")
     thread.start()
