@@ -81,6 +81,7 @@ def test_one_training_is_one_mlflow_run(trained: dict) -> None:
     assert [m.step for m in history] == [1, 2, 3]
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
     assert run.data.metrics["logged_model_max_abs_diff"] <= 1e-5
+    assert run.data.metrics["openvino_max_abs_diff"] <= 1e-4  # the IR logged beside it
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +148,10 @@ def test_tag_a_folder_accounts_for_every_file(trained: dict, tracking_env: str) 
     tagger = fetch_tagger(
         f"models:/{result.registered_model}/{result.version}", str(trained["root"] / "m")
     )
+    assert tagger.openvino_model  # logged at registration: nothing to export
     out = trained["root"] / "tags"
-    summary = tag(str(inbox), str(out), tagger, beam_args=IN_MEMORY)
-    assert summary.seen == 15
+    summary = tag(str(inbox), str(out), tagger, beam_args=IN_MEMORY, runtime="auto")
+    assert summary.runtime == "openvino" and summary.seen == 15
     assert summary.auto + summary.review == 12 and summary.rejected == 3
 
     rows = [json.loads(line) for shard in out.glob("tags-*.jsonl") for line in shard.open()]

@@ -25,6 +25,7 @@ from components.common.dataset import validate_label
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "gallerytag"
+OPENVINO_ARTIFACT = "openvino"  # folder of the OpenVINO IR inside a logged tagger model
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -175,6 +176,7 @@ class TaggerSpec:
     version: str | None
     backbone: str | None = None  # registry name of the pretrained network it was tuned from
     weights: str = "imagenet"  # the backbone's starting weights ("imagenet", "none", a file)
+    openvino_model: str | None = None  # model.xml of the OpenVINO IR logged with the version
 
     def __post_init__(self) -> None:
         # Labels name the folders `tag --copy-to` writes into: one like "../../x" from a
@@ -266,6 +268,7 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         raise ValueError(f"{uri} is not a gallerytag Keras model (no '{METADATA_KEY}' metadata)")
     data = mlmodel.flavors["keras"].get("data", "data")
     check_model_file(str(model_dir / data / "model.keras"))
+    ir_file = model_dir / OPENVINO_ARTIFACT / "model.xml"
     return TaggerSpec(
         model_file=str(model_dir / data / "model.keras"),
         labels=list(meta["labels"]),
@@ -277,4 +280,48 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         version=str(version) if version else None,
         backbone=meta.get("backbone"),
         weights=str(meta.get("weights", "imagenet")),
+        openvino_model=str(ir_file) if ir_file.exists() else None,
     )
+
+
+def log_openvino_ir(model_uri: str, model_id: str, probe) -> float | None:
+    """Rank 0, before registration: export the logged Keras model (as downloaded, so the IR
+    matches the bytes users get) to f32 OpenVINO IR, check it against Keras on `probe`, and
+    log it into the logged model's artifacts (`openvino/`). Returns max |dp|, or None when
+    no IR was logged (OpenVINO missing, or the export failed or differs: tag then exports
+    on the fly and checks again)."""
+    import tempfile
+
+    import keras
+    import mlflow
+    from mlflow.models import Model
+
+    try:
+        from models import openvino_ir
+    except ImportError as error:
+        log.warning("no OpenVINO IR logged with %s: %s", model_uri, error)
+        return None
+    with tempfile.TemporaryDirectory(prefix="gallerytag-ir-") as tmp:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        mlmodel = Model.load(str(model_dir / "MLmodel"))
+        keras_file = model_dir / mlmodel.flavors["keras"].get("data", "data") / "model.keras"
+        spec = {
+            **(mlmodel.metadata or {}).get(METADATA_KEY, {}),
+            "keras_sha256": openvino_ir.file_sha256(keras_file),
+        }
+        model = keras.saving.load_model(keras_file)
+        ir_dir = Path(tmp) / OPENVINO_ARTIFACT
+        try:
+            ir_file = openvino_ir.export_openvino(model, ir_dir, spec)
+            difference = openvino_ir.max_difference(
+                model, openvino_ir.CompiledTagger(str(ir_file)), probe
+            )
+        except Exception as error:  # an optional artifact must not fail a finished training
+            log.warning("OpenVINO export of %s failed, none logged: %s", model_uri, error)
+            return None
+        if difference > openvino_ir.PARITY_TOLERANCE:
+            log.warning("OpenVINO IR of %s differs from Keras by %.2g: not logged",
+                        model_uri, difference)  # fmt: skip
+            return None
+        mlflow.MlflowClient().log_model_artifacts(model_id, str(ir_dir), OPENVINO_ARTIFACT)
+        return difference

@@ -41,7 +41,9 @@ def tag(
     runners.runner_name(beam_args(ctx))  # a refused --runner fails before the model download
     with tempfile.TemporaryDirectory(prefix="gallerytag-model-") as tmp:
         tagger, policy = tagger_and_policy(model_uri, config, tracking_uri, tmp)
-        summary = run(source, out, tagger, policy, outputs, beam_args=beam_args(ctx))
+        runtime = chosen_runtime(tagger, config, tmp)
+        summary = run(source, out, tagger, policy, outputs, beam_args=beam_args(ctx),
+                      runtime=runtime)  # fmt: skip
     click.echo(
         f"tag: seen {summary.seen} = auto {summary.auto} + review {summary.review} + "
         f"rejected {summary.rejected} ({summary.images_per_second:.1f} images/s)"
@@ -71,3 +73,13 @@ def tagger_and_policy(
     policy = dataclasses.replace(policy, top_k=config.top_k)
     click.echo(describe(policy))
     return tagger, policy
+
+
+def chosen_runtime(tagger, config: TagConfig, tmp: str):
+    """The runtime for this job (an IR missing from the version is exported into `tmp`),
+    printed, so the user sees which one runs."""
+    from components.tag.runtime import choose_runtime
+
+    runtime = choose_runtime(tagger, config.runtime, config.precision, tmp)
+    click.echo(f"tag: {runtime.describe()}")
+    return runtime

@@ -35,6 +35,18 @@ class TagConfig:
         "folder / policy.json. A model never evaluated sends every image to review.",
     )
     top_k: int = setting(3, "How many labels (with scores) each row lists.", minimum=1)
+    runtime: str = setting(
+        "auto",
+        "What runs the model: 'auto' is OpenVINO on CPU (same scores as Keras to 1e-4, about "
+        "twice as fast) when it loads, else Keras (components/tag/runtime.py).",
+        choices=("auto", "keras", "openvino"),
+    )
+    precision: str = setting(
+        "f32",
+        "bf16: OpenVINO at reduced precision (faster on CPUs with AMX/AVX512-BF16; scores "
+        "differ from Keras by up to ~0.03: measure with evaluate first).",
+        choices=("f32", "bf16"),
+    )
 
     def __post_init__(self) -> None:
         for name in ("min_score", "min_margin"):

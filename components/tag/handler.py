@@ -1,4 +1,5 @@
-"""Beam RunInference model handler for Keras 3 taggers (Beam's TF handler needs tf-keras)."""
+"""Beam RunInference model handlers: Keras 3 (Beam's TF handler needs tf-keras) and the same
+tagger as OpenVINO IR (components/tag/runtime.py picks one)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,49 @@ class KerasImageHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     ) -> Iterable[PredictionResult]:
         """Predict one batch of HxWx3 uint8 images; yields one result per image."""
         stacked = np.stack(batch).astype(np.float32)
-        probabilities = np.asarray(model.predict_on_batch(stacked))
+        probabilities = self.predict(model, stacked)
         for inference in probabilities:
             # The pixels are not needed downstream; dropping them keeps the output small.
             yield PredictionResult(example=None, inference=inference)
 
+    def predict(self, model: Any, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for one float32 batch."""
+        return np.asarray(model.predict_on_batch(batch))
+
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         """Size of the batch's pixels (the default pickles the whole batch to measure it)."""
         return sum(example.nbytes for example in batch)
+
+
+class OpenVINOImageHandler(KerasImageHandler):
+    """Loads a tagger's OpenVINO IR (model.xml + model.bin) once per worker process and
+    predicts stacked image batches on the CPU plugin, as KerasImageHandler does with Keras."""
+
+    def __init__(
+        self,
+        model_file: str,
+        min_batch_size: int = 8,
+        max_batch_size: int = 64,
+        threads: int | None = None,
+        precision: str = "f32",
+    ) -> None:
+        super().__init__(model_file, min_batch_size, max_batch_size, threads)
+        self.precision = precision  # f32 matches Keras; bf16 only when asked for
+
+    def load_model(self) -> Any:
+        """Compile the IR from local disk or any storage URL (weights: the .bin beside it)."""
+        import os
+
+        from components.common import storage
+        from models.openvino_ir import CompiledTagger
+
+        local = storage.local_copy(self.model_file)
+        weights = self.model_file[: -len(".xml")] + ".bin"
+        local_weights = os.path.splitext(local)[0] + ".bin"
+        if not os.path.exists(local_weights):  # a download: fetch the weights beside it
+            storage.copy(weights, local_weights)
+        return CompiledTagger(local, threads=self.threads, precision=self.precision)
+
+    def predict(self, model: Any, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for one float32 batch, spread over the plugin's streams."""
+        return model.predict(batch)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -24,9 +25,10 @@ from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec, check_model_file
 from components.tag.config import TagOutputs
-from components.tag.handler import KerasImageHandler
+from components.tag.handler import KerasImageHandler, OpenVINOImageHandler
 from components.tag.outputs import WriteRows
 from components.tag.policy import ROW_SCHEMA_VERSION, TagPolicy, rejected_row, tag_row
+from components.tag.runtime import RuntimeChoice, choose_runtime
 
 log = logging.getLogger(__name__)
 NAMESPACE = "gallerytag.tag"
@@ -46,6 +48,7 @@ class TagSummary:
     rejected: int
     carried: int  # rows kept from the previous run (incremental mode), part of auto + review
     seconds: float
+    runtime: str = "keras"  # what ran the forward pass: keras, openvino (f32) or openvino-bf16
 
     @property
     def images_per_second(self) -> float:
@@ -229,9 +232,11 @@ def build_pipeline(
     previous: beam.PCollection,
     limits: DecodeLimits = DecodeLimits(),
     threads: int | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> None:
     """Attach the tagging transforms to `pipeline`, writing every output under `staging`;
-    `threads` caps TF's intra-op threads in each inference worker."""
+    `threads` caps the inference runtime's threads in each worker; `runtime` is Keras on
+    the tagger's .keras file unless chosen otherwise."""
     uris = (
         pipeline
         | "Source" >> beam.Create([source])
@@ -247,7 +252,7 @@ def build_pipeline(
             ReadAndDecode.REJECTED, ReadAndDecode.CARRIED, main="images"
         )
     )
-    handler = KeyedModelHandler(KerasImageHandler(tagger.model_file, threads=threads))
+    handler = KeyedModelHandler(model_handler(tagger, runtime, threads))
     predictions, dead_letter = (
         decoded.images | "RunInference" >> RunInference(handler).with_exception_handling()
     )
@@ -290,6 +295,16 @@ def build_pipeline(
     beam_io.write_json_value(counts, storage.join(staging, "_counts.json"), "Counts")
 
 
+def model_handler(
+    tagger: TaggerSpec, runtime: RuntimeChoice | None, threads: int | None
+) -> KerasImageHandler:
+    """The RunInference handler of the chosen runtime."""
+    if runtime is None or runtime.name == "keras":
+        return KerasImageHandler(runtime.model_file if runtime else tagger.model_file,
+                                 threads=threads)  # fmt: skip
+    return OpenVINOImageHandler(runtime.model_file, threads=threads, precision=runtime.precision)
+
+
 def inference_threads(beam_args: list[str]) -> int | None:
     """TF threads per worker process with the local multi-processing runner, so that its
     one-process-per-core workers do not each start a pool as wide as the machine (measured:
@@ -304,18 +319,38 @@ def inference_threads(beam_args: list[str]) -> int | None:
 
 def stage_model_for_workers(tagger: TaggerSpec, beam_args: list[str]) -> TaggerSpec:
     """On a remote runner, copy the model file to --temp_location so workers can load it."""
-    if runners.is_local(beam_args) or "://" in tagger.model_file:
-        return tagger
+    staged = stage_file_for_workers(tagger.model_file, beam_args)
+    return tagger if staged == tagger.model_file else dataclasses.replace(tagger, model_file=staged)
+
+
+def stage_runtime_for_workers(runtime: RuntimeChoice, beam_args: list[str]) -> RuntimeChoice:
+    """On a remote runner, ship the runtime's files (an IR: model.xml and model.bin)."""
+    if runtime.name == "keras" or "://" in runtime.model_file:
+        return runtime
+    staged = stage_file_for_workers(runtime.model_file, beam_args)
+    if staged != runtime.model_file:
+        stage_file_for_workers(runtime.model_file[: -len(".xml")] + ".bin", beam_args,
+                               name=staged.rsplit("/", 1)[-1][: -len(".xml")] + ".bin")  # fmt: skip
+    return dataclasses.replace(runtime, model_file=staged)
+
+
+def stage_file_for_workers(path: str, beam_args: list[str], name: str | None = None) -> str:
+    """On a remote runner, copy a local model file to --temp_location (named by its content
+    hash, or `name`) and return the copy's URL; on a local runner the path itself."""
+    if runners.is_local(beam_args) or "://" in path:
+        return path
     temp = PipelineOptions(beam_args).get_all_options().get("temp_location")
     if not temp:
         runner = runners.runner_name(beam_args)
         raise ValueError(f"--runner {runner} needs --temp_location gs://... to ship the model")
-    with open(tagger.model_file, "rb") as stream:
-        digest = content_hash(stream.read())
-    staged = storage.join(temp, "gallerytag-models", f"{digest[:16]}.keras")
+    if name is None:
+        with open(path, "rb") as stream:
+            digest = content_hash(stream.read())
+        name = f"{digest[:16]}{os.path.splitext(path)[1]}"
+    staged = storage.join(temp, "gallerytag-models", name)
     if not storage.exists(staged):
-        storage.copy(tagger.model_file, staged)
-    return dataclasses.replace(tagger, model_file=staged)
+        storage.copy(path, staged)
+    return staged
 
 
 def run(
@@ -326,8 +361,11 @@ def run(
     outputs: TagOutputs = TagOutputs(),
     beam_args: list[str] | None = None,
     test_pipeline: beam.Pipeline | None = None,
+    runtime: str | RuntimeChoice = "keras",
+    precision: str = "f32",
 ) -> TagSummary:
-    """Tag every image under `source` and write the results under `out`."""
+    """Tag every image under `source` and write the results under `out`; `runtime` is auto,
+    keras, openvino (components/tag/runtime.py) or an already chosen RuntimeChoice."""
     # Canonical spellings, so every row's uri names its image from anywhere (and a relative
     # source does not give relative uris).
     source, out = storage.canonical(source), storage.canonical(out)
@@ -342,9 +380,18 @@ def run(
             raise ValueError(f"{target} is the source folder itself; write outputs elsewhere")
     if "://" not in tagger.model_file:
         check_model_file(tagger.model_file)
-    tagger = stage_model_for_workers(tagger, beam_args or [])
-    with claim_output(out) as claim:
-        return _tag_claimed(claim, source, tagger, policy, outputs, beam_args, test_pipeline)
+    # An IR exported on the fly lives for this job only (workers of a remote runner get it
+    # through --temp_location, as the .keras file).
+    with tempfile.TemporaryDirectory(prefix="gallerytag-runtime-") as cache:
+        if not isinstance(runtime, RuntimeChoice):
+            runtime = choose_runtime(tagger, runtime, precision, cache)
+        log.info("%s", runtime.describe())
+        runtime = stage_runtime_for_workers(runtime, beam_args or [])
+        tagger = stage_model_for_workers(tagger, beam_args or [])
+        with claim_output(out) as claim:
+            return _tag_claimed(
+                claim, source, tagger, policy, outputs, beam_args, test_pipeline, runtime
+            )
 
 
 def _tag_claimed(
@@ -355,6 +402,7 @@ def _tag_claimed(
     outputs: TagOutputs,
     beam_args: list[str] | None,
     test_pipeline: beam.Pipeline | None,
+    runtime: RuntimeChoice,
 ) -> TagSummary:
     """The tagging run proper, holding the output's claim."""
     out, staging = claim.out, claim.staging
@@ -366,7 +414,8 @@ def _tag_claimed(
         else pipeline | "NoPreviousRows" >> beam.Create([])
     )
     threads = inference_threads(beam_args or [])
-    build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous, threads=threads)
+    build_pipeline(pipeline, source, tagger, policy, staging, outputs, previous,
+                   threads=threads, runtime=runtime)  # fmt: skip
     shown = progress.Progress("tag", "images")
     beam_progress.run_pipeline(pipeline, shown, (NAMESPACE, "seen"), (NAMESPACE, "listed"))
     counts = beam_io.read_json(storage.join(staging, "_counts.json"))
@@ -380,6 +429,7 @@ def _tag_claimed(
         rejected=counts.get("rejected", 0),
         carried=counts.get("carried", 0),
         seconds=round(time.perf_counter() - started, 3),
+        runtime=runtime.label,
     )
     accounted = summary.auto + summary.review + summary.rejected
     if accounted != summary.seen:

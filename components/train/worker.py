@@ -23,7 +23,7 @@ import tensorflow as tf
 from components.common import dataset, progress, storage
 from components.common.probe import LinearProbe, fit_probe, split_features
 from components.common.tfdata import make_dataset
-from components.common.tracking import model_metadata
+from components.common.tracking import log_openvino_ir, model_metadata
 from components.train import checkpoint
 from components.train.checkpoint import TrainingState
 from components.train.config import TrainConfig
@@ -412,7 +412,8 @@ def log_training_curves(run_id: str) -> None:
 
 
 def log_model(trainer: Trainer, config: TrainConfig) -> dict:
-    """Rank 0: log the trained model with signature and metadata, and register it."""
+    """Rank 0: log the trained model with signature, metadata and OpenVINO IR, and register
+    it (last, so a registered version is complete when it appears)."""
     import mlflow
     import mlflow.keras
     from mlflow.models import infer_signature
@@ -434,7 +435,6 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
             backbone=config.backbone,
             weights=config.weights,
         ),
-        registered_model_name=config.registered_model or None,
     )
     # Verify what we ship: the logged model must predict exactly what the trained one does.
     reloaded = mlflow.keras.load_model(info.model_uri)
@@ -442,6 +442,12 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
     mlflow.log_metric("logged_model_max_abs_diff", difference)
     if difference > 1e-5:
         raise RuntimeError(f"logged model differs from the trained one by {difference}")
+    ir_difference = log_openvino_ir(info.model_uri, info.model_id, probe)
+    if ir_difference is not None:
+        mlflow.log_metric("openvino_max_abs_diff", ir_difference)
+    version = None
+    if config.registered_model:
+        version = mlflow.register_model(info.model_uri, config.registered_model).version
     mlflow.log_dict({"labels": trainer.manifest.labels}, "label_map.json")
     mlflow.log_dict(
         {"image_size": size, "resize_mode": trainer.manifest.resize_mode, "input": "RGB 0..255"},
@@ -450,7 +456,7 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
     return {
         "model_uri": info.model_uri,
         "registered_model": config.registered_model,
-        "version": str(info.registered_model_version) if info.registered_model_version else None,
+        "version": str(version) if version else None,
     }
 
 

@@ -1,0 +1,140 @@
+"""Which runtime runs the tagger's forward pass: Keras, or the same network as OpenVINO IR.
+
+`auto` picks OpenVINO on CPU (measured about 2x Keras's images/s on this network, at max |dp|
+below 1e-6) when the IR loads, and Keras otherwise (a visible GPU, OpenVINO missing, an IR
+that fails to load or to match Keras). A version logged without an IR is exported once per
+job, into the job's temporary folder, and checked against Keras before use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.common.tracking import TaggerSpec
+
+log = logging.getLogger(__name__)
+RUNTIMES = ("auto", "keras", "openvino")
+PRECISIONS = ("f32", "bf16")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The requested runtime cannot run this tagger here."""
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a tagging job uses, the file its workers load, and why it was chosen."""
+
+    name: str  # "keras" or "openvino"
+    precision: str  # "f32", or "bf16" (OpenVINO only, asked for explicitly)
+    model_file: str  # the .keras file, or the IR's model.xml (model.bin beside it)
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The name outputs record: keras, openvino, or openvino-bf16 for reduced precision."""
+        return self.name if self.precision == "f32" else f"{self.name}-{self.precision}"
+
+    def describe(self) -> str:
+        """One line for the user: which runtime, which precision, why."""
+        return f"runtime: {self.name} ({self.precision}): {self.reason}"
+
+
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU here (then Keras runs on it and OpenVINO's CPU plugin
+    would not)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose_runtime(
+    tagger: TaggerSpec, requested: str = "auto", precision: str = "f32", cache_dir: str = ""
+) -> RuntimeChoice:
+    """Resolve `requested` (auto, keras, openvino) for `tagger`; an IR missing from the model
+    version is exported into `cache_dir` (once: a second call reuses it)."""
+    if requested not in RUNTIMES:
+        raise ValueError(f"runtime {requested!r} is not one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "f32" and requested == "keras":
+        raise ValueError(f"--precision {precision} runs on OpenVINO only: use --runtime openvino")
+    if requested == "keras":
+        return RuntimeChoice("keras", "f32", tagger.model_file, "asked for")
+    if requested == "auto" and gpu_visible():
+        if precision != "f32":
+            raise ValueError(
+                f"--precision {precision} runs on OpenVINO's CPU plugin, but a GPU is "
+                "visible: use --runtime openvino to tag on the CPU anyway"
+            )
+        return RuntimeChoice("keras", "f32", tagger.model_file, "a GPU is visible")
+    try:
+        ir_file, origin = openvino_ir_for(tagger, cache_dir)
+    except RuntimeUnavailable as error:
+        if requested == "openvino" or precision != "f32":
+            raise
+        log.warning("%s", error)
+        return RuntimeChoice("keras", "f32", tagger.model_file, f"OpenVINO unavailable ({error})")
+    why = "asked for" if requested == "openvino" else "fastest exact runtime on CPU"
+    if precision != "f32":
+        why += f"; reduced precision {precision} asked for: scores may differ from Keras"
+    return RuntimeChoice("openvino", precision, ir_file, f"{why}; IR {origin}")
+
+
+def openvino_ir_for(tagger: TaggerSpec, cache_dir: str) -> tuple[str, str]:
+    """(model.xml, where it came from) for `tagger`: the IR logged with its version when it
+    was made from this very .keras file, else a fresh export under `cache_dir` that has
+    passed the parity check."""
+    try:
+        from models import openvino_ir
+    except ImportError as error:
+        raise RuntimeUnavailable(f"openvino is not installed: {error}") from None
+    digest = openvino_ir.file_sha256(tagger.model_file)
+    if tagger.openvino_model:
+        logged = openvino_ir.read_spec(tagger.openvino_model).get("keras_sha256")
+        if logged == digest:
+            _check_loads(tagger.openvino_model)
+            return tagger.openvino_model, "logged with the model version"
+        log.warning("the IR logged with %s was made from another .keras file: exporting again",
+                    tagger.uri)  # fmt: skip
+    if not cache_dir:
+        raise RuntimeUnavailable(f"{tagger.uri} has no OpenVINO IR and no folder to export to")
+    target = Path(cache_dir) / f"openvino-{digest[:16]}"
+    ir_file = target / openvino_ir.IR_NAME
+    if ir_file.exists() and openvino_ir.read_spec(ir_file).get("keras_sha256") == digest:
+        return str(ir_file), f"exported earlier in this job ({target})"
+    import keras
+
+    model = keras.saving.load_model(tagger.model_file)
+    spec = {
+        "labels": list(tagger.labels),
+        "image_size": tagger.image_size,
+        "resize_mode": tagger.resize_mode,
+        "multi_label": tagger.multi_label,
+        "keras_sha256": digest,
+    }
+    try:
+        openvino_ir.export_openvino(model, target, spec)
+        compiled = openvino_ir.CompiledTagger(str(ir_file))
+    except Exception as error:
+        raise RuntimeUnavailable(f"cannot export {tagger.uri} to OpenVINO: {error}") from None
+    probe = openvino_ir.parity_probe(tagger.image_size)
+    difference = openvino_ir.max_difference(model, compiled, probe)
+    if difference > openvino_ir.PARITY_TOLERANCE:
+        raise RuntimeUnavailable(
+            f"the OpenVINO export of {tagger.uri} differs from Keras by {difference:.2g} "
+            f"(> {openvino_ir.PARITY_TOLERANCE}); use --runtime keras"
+        )
+    return str(ir_file), f"exported on the fly (the version has none), max |dp| {difference:.1g}"
+
+
+def _check_loads(ir_file: str) -> None:
+    """Compile the IR once here, so a broken artifact fails before any Beam work."""
+    from models import openvino_ir
+
+    try:
+        openvino_ir.CompiledTagger(ir_file, threads=1)
+    except Exception as error:
+        raise RuntimeUnavailable(f"the OpenVINO IR {ir_file} does not load: {error}") from None
