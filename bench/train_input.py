@@ -149,15 +149,28 @@ def main() -> None:
     parser.add_argument("--finetune-blocks", type=int, default=2)
     parser.add_argument("--workdir", default=str(ROOT / ".cache" / "bench-train"))
     parser.add_argument("--allreduce-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-allreduce", action="store_true",
+                        help="only the single-process figures (bench/gpu.sh: one GPU)")  # fmt: skip
     args = parser.parse_args()
     if args.allreduce_only:
         allreduce_share(args)
         return
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     single = input_ratio(args)
+    if args.no_allreduce:
+        import tensorflow as tf
+
+        devices = [d.name for d in tf.config.list_logical_devices()]
+        print(f"command: {' '.join(sys.argv)}")
+        print(f"backbone {args.backbone}, {args.image_size}px, batch {args.batch_size}, "
+              f"{args.steps} timed steps, devices {devices}")  # fmt: skip
+        print(f"  training, real shards      : {single['shards_images_per_s']:8.1f} images/s")
+        print(f"  training, in-memory tensors: {single['in_memory_images_per_s']:8.1f} images/s")
+        print(f"  ratio shards / in-memory   : {single['ratio']:8.3f}   (goal >= 0.9)")
+        return
     horovodrun = str(Path(sys.executable).parent / "horovodrun")
     forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                 if k not in ("allreduce_only",)]  # fmt: skip
+                 if k not in ("allreduce_only", "no_allreduce")]  # fmt: skip
     output = subprocess.run(
         [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, __file__,
          *forwarded, "--allreduce-only"],

@@ -84,12 +84,16 @@ class CompiledTagger:
         self.precision = precision
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._queue = ov.AsyncInferQueue(self.compiled, self.requests)
-        self._results: dict[int, np.ndarray] = {}
-        self._queue.set_callback(self._keep)
+        results: dict[int, np.ndarray] = {}
+        # A closure over the dict, not a bound method: no cycle through the queue, so the
+        # compiled model and its threads go when the last reference does.
+        self._queue.set_callback(
+            lambda request, index: results.__setitem__(
+                index, request.get_output_tensor(0).data.copy()
+            )
+        )
+        self._results = results
         self._lock = threading.Lock()  # one queue: a runner's threads take turns on it
-
-    def _keep(self, request, index: int) -> None:
-        self._results[index] = request.get_output_tensor(0).data.copy()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a float32 (N, size, size, 3) batch of 0..255 pixels."""

@@ -174,7 +174,7 @@ def tag(
     """Tag every image under the source with the model; returns the output folder."""
     import tempfile
 
-    from components.tag.cli import tagger_and_policy
+    from components.tag.cli import chosen_runtime, tagger_and_policy
     from components.tag.config import TagConfig, TagOutputs
     from components.tag.pipeline import run
     from pipelines.parameters import config_from_kfp
@@ -183,7 +183,8 @@ def tag(
     outputs = config_from_kfp(TagOutputs, tag_outputs, "tag step")
     with tempfile.TemporaryDirectory() as tmp:
         tagger, policy = tagger_and_policy(model_uri, config, tracking_uri, tmp)
-        summary = run(source, out, tagger, policy, outputs)
+        runtime = chosen_runtime(tagger, config, tmp)
+        summary = run(source, out, tagger, policy, outputs, runtime=runtime)
     for name in ("seen", "auto", "review", "rejected"):
         metrics.log_metric(name, getattr(summary, name))
     return out

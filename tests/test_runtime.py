@@ -212,3 +212,27 @@ def test_registered_version_carries_its_ir(tiny: TaggerSpec, tracking_env: str, 
     chosen = choose_runtime(tagger, "auto", "f32", str(tmp_path / "cache"))
     assert chosen.name == "openvino" and "logged with the model version" in chosen.reason
     assert not (tmp_path / "cache").exists()  # nothing exported
+
+
+def test_tag_command_prints_its_runtime(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`gallerytag tag` defaults to OpenVINO on this CPU and says so; bf16 with Keras is one
+    line on stderr before any work."""
+    from click.testing import CliRunner
+
+    from gallerytag.cli import cli
+    from tests.conftest import save_mlflow_tagger
+    from tests.test_cli_errors import assert_one_line, run_main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    inbox = write_inbox(tmp_path / "inbox")
+    model = save_mlflow_tagger(tmp_path / "model", LABELS)
+    common = ["tag", str(inbox), "--model", str(model), "--min-score", "0.5"]
+    result = CliRunner().invoke(cli, [*common, "--out", str(tmp_path / "o"),
+                                      "--direct_running_mode=in_memory"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tag: runtime: openvino (f32): fastest exact runtime on CPU" in result.output
+    assert "seen 37" in result.output
+    code, stderr = run_main([*common, "--out", str(tmp_path / "b"), "--runtime", "keras",
+                             "--precision", "bf16"], monkeypatch, capsys)  # fmt: skip
+    assert_one_line(code, stderr, "--precision bf16 runs on OpenVINO only")
+    assert not (tmp_path / "b").exists()

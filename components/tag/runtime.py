@@ -43,8 +43,15 @@ class RuntimeChoice:
 
 
 def gpu_visible() -> bool:
-    """Whether TensorFlow sees a GPU here (then Keras runs on it and OpenVINO's CPU plugin
-    would not)."""
+    """Whether Keras would run on a GPU here (then OpenVINO's CPU plugin is not the faster
+    path). TensorFlow is imported only where an NVIDIA device exists: the check must not cost
+    a CPU-only launcher TF's import time and memory."""
+    import glob
+    import os
+
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1")
+    if hidden or not glob.glob("/dev/nvidia[0-9]*"):
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
