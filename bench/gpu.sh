@@ -14,8 +14,8 @@
 #               cannot reach a package index, point PIP_FIND_LINKS at a wheelhouse and set
 #               PIP_NO_INDEX=1.
 #   --cpu       dry run on a machine without a GPU (CUDA hidden, tiny sizes, the project's
-#               .venv by default): proves the script runs end to end; its figures are not
-#               GPU figures.
+#               .venv by default, never installs): proves the script runs end to end; its
+#               figures are not GPU figures.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -50,6 +50,11 @@ workdir=${workdir:-$root/.cache/bench-gpu-$mode}
 py="$venv/bin/python"
 
 if ! "$py" -c "import tensorflow, openvino, horovod.tensorflow" 2>/dev/null; then
+  if [ "$mode" = cpu ]; then
+    echo "gpu.sh --cpu: $venv lacks tensorflow, openvino or horovod: run 'make setup' or" \
+      "pass --venv DIR" >&2
+    exit 1
+  fi
   echo "gpu.sh: setting up $venv from pip wheels"
   python3 -m venv "$venv"
   "$py" -m pip install -q --upgrade "pip==25.3"
