@@ -40,11 +40,11 @@ if [ "$mode" = gpu ]; then
   venv=${venv:-$root/.gpu-venv}
   # Each Beam worker process loads TF: without growth the first one takes all GPU memory.
   export TF_FORCE_GPU_ALLOW_GROWTH=true
-  images=2000 small=500 train_images=1024 steps=30
+  images=2000 small=500 train_images=1024 steps=30 model_images=1024 rounds=3
 else
   venv=${venv:-$root/.venv}
   export CUDA_VISIBLE_DEVICES=""
-  images=64 small=32 train_images=64 steps=3
+  images=64 small=32 train_images=64 steps=3 model_images=64 rounds=1
 fi
 workdir=${workdir:-$root/.cache/bench-gpu-$mode}
 py="$venv/bin/python"
@@ -76,7 +76,7 @@ echo "== 1-GPU Horovod training ($train_images images, $steps steps) =="
 
 echo "== tagging: model alone per runtime, pipeline, ratios ($images images) =="
 "$py" bench/tag.py --images "$images" --small "$small" --hand-images 50 --process-images 2 \
-  --decode-images 100 --workdir "$workdir/tag" 2>&1 | grep -v -e "oneDNN" -e "absl::"
+  --decode-images 100 --model-images "$model_images" --rounds "$rounds" --workdir "$workdir/tag" 2>&1 | grep -v -e "oneDNN" -e "absl::"
 
 [ "$mode" = gpu ] && nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv
 echo "gpu.sh ($mode): finished in $(( $(date +%s) - started )) s"

@@ -140,11 +140,12 @@ def model_only(
             "rates": [],
         }
     steps = max(1, images // batch)
+    batches = max(1, len(decoded) // batch)  # fewer than 4 when the gallery is that small
     for _ in range(rounds):
         for name, predict in predictors.items():
             started = time.perf_counter()
             for step in range(steps):
-                start = (step % 4) * batch
+                start = (step % batches) * batch
                 predict(decoded[start : start + batch])
             results[name]["rates"].append(steps * batch / (time.perf_counter() - started))
     for result in results.values():
