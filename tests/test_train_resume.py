@@ -120,6 +120,8 @@ def test_sigkilled_training_resumes_into_the_same_run(small_dataset, tracking_en
     assert [r.info.run_id for r in runs] == [state["run_id"]] == [result.run_id]
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["resumed_after_epoch"] == str(state["epochs_done"])
+    # WiSE-FT ran on both ranks after the resume, from the start weights in the checkpoint.
+    assert 0.0 <= runs[0].data.metrics["val_accuracy_wise"] <= 1.0
     # Every epoch exactly once: counted, not deduplicated (a resumed epoch once logged twice).
     for metric in ("val_loss", "loss", "learning_rate"):
         steps = [m.step for m in client.get_metric_history(result.run_id, metric)]

@@ -1,9 +1,10 @@
 """Per-epoch training checkpoints on any storage URL, so a killed training resumes.
 
-Rank 0 writes `model.npz`, `best.npz` (best weights, for the plateau rule) and
-`optimizer.npz` (numpy arrays in Keras' deterministic variable order), then `state.json`
-last: a checkpoint without it is ignored. A rerun of the same training finds the folder from
-the config and continues at the next epoch.
+Rank 0 writes `model.npz`, `best.npz` (best weights, for the plateau rule), `start.npz`
+(the fine-tuning's start, for WiSE-FT) and `optimizer.npz` (numpy arrays in Keras'
+deterministic variable order), then `state.json` last: a checkpoint without it is ignored.
+A rerun of the same training finds the folder from the config and continues at the next
+epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from components.common import storage
 STATE = "state.json"
 WEIGHTS = "model.npz"
 BEST = "best.npz"
+START = "start.npz"
 OPTIMIZER = "optimizer.npz"
 
 
@@ -69,6 +71,7 @@ def save(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     best_weights: list[np.ndarray] | None,
+    start_weights: list[np.ndarray] | None = None,
 ) -> None:
     """Write a checkpoint; state.json goes last so a half-written one is never loaded."""
     storage.makedirs(folder)
@@ -76,12 +79,20 @@ def save(
     _put_arrays([np.asarray(v) for v in optimizer.variables], storage.join(folder, OPTIMIZER))
     if best_weights is not None:
         _put_arrays(best_weights, storage.join(folder, BEST))
+    if start_weights is not None:
+        _put_arrays(start_weights, storage.join(folder, START))
     storage.write_text(storage.join(folder, STATE), json.dumps(asdict(state), indent=2))
 
 
 def load_weights(folder: str, best: bool = False) -> list[np.ndarray]:
     """The saved current (or best) weights, for `model.set_weights`."""
     return _get_arrays(storage.join(folder, BEST if best else WEIGHTS))
+
+
+def load_start_weights(folder: str) -> list[np.ndarray] | None:
+    """The fine-tuning's saved start weights (WiSE-FT), or None when none were saved."""
+    url = storage.join(folder, START)
+    return _get_arrays(url) if storage.exists(url) else None
 
 
 def restore_optimizer(folder: str, optimizer: keras.optimizers.Optimizer) -> None:

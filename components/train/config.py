@@ -60,6 +60,14 @@ class TrainConfig:
         minimum=0,
     )
     label_smoothing: float = setting(0.1, "Label smoothing of the loss, in [0, 1).", minimum=0)
+    # WiSE-FT (components/train/wise.py): measured in docs/benchmarks.md (issue 14).
+    wise_alpha: float = setting(
+        0.75,
+        "WiSE-FT: ship (1 - a) x the fine-tuning's start + a x its final weights; "
+        "1 = the plain fine-tuned weights.",
+        minimum=0,
+        maximum=1,
+    )
     fp16_allreduce: bool = setting(
         False, "Compress gradients to fp16 for the allreduce (multi-node GPUs)."
     )
@@ -108,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"head_init must be probe or random, not {self.head_init!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}")
+        if not 0.0 <= self.wise_alpha <= 1.0:
+            raise ValueError(f"wise_alpha must be in [0, 1] (1 = off), not {self.wise_alpha}")
         if self.time_budget_minutes < 0:
             raise ValueError("time_budget_minutes must be >= 0 (0 = no budget)")
 

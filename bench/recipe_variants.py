@@ -1,0 +1,197 @@
+"""Recipe variants from one training (single process, no Horovod; issue 14).
+
+    python bench/recipe_variants.py DATASET_DIR --blocks 4 --lr 1e-4 [--mixup 0.2]
+
+DATASET_DIR is a `gallerytag ingest` output. It mirrors the trainer's recipe (LP-FT head from
+`components.common.probe`, `tfdata.augmentation`, label smoothing, Adam, cosine per epoch,
+epochs sized like `recipe.auto_epochs`) and scores, from one training, WiSE-FT weight interpolation
+between the LP-FT start (pretrained backbone + probe head) and the final weights, alpha in
+{0, .25, .5, .75, 1}, each with and without test-time horizontal-flip averaging.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+
+from components.common import dataset
+from components.common.probe import fit_probe
+from components.common.tfdata import augmentation
+from components.train import wise
+from models.head import build_classifier, set_trainable_top_blocks
+from models.registry import BACKBONES, build_backbone
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def load(ddir, split, m):
+    files = dataset.shard_paths(ddir, m, split)
+    feats = {
+        dataset.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+        dataset.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+    }
+    xs, ys = [], []
+    for r in tf.data.TFRecordDataset(files):
+        e = tf.io.parse_single_example(r, feats)
+        xs.append(tf.io.decode_jpeg(e[dataset.FEATURE_IMAGE], channels=3).numpy())
+        ys.append(int(e[dataset.FEATURE_LABEL]))
+    return np.stack(xs), np.array(ys)
+
+
+def predict(model, x, flip=False, bs=64):
+    out = []
+    for i in range(0, len(x), bs):
+        b = x[i : i + bs].astype(np.float32)
+        p = np.asarray(model.predict_on_batch(b))
+        if flip:
+            p = (p + np.asarray(model.predict_on_batch(b[:, :, ::-1]))) / 2
+        out.append(p)
+    return np.concatenate(out)
+
+
+def scores(p, y):
+    top1 = float((p.argmax(1) == y).mean())
+    top3 = float(np.mean([yy in np.argsort(-pp)[:3] for pp, yy in zip(p, y, strict=True)]))
+    ll = float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+    return top1, top3, ll
+
+
+def main() -> None:
+    """Train once, score the variants, append one JSON line to --out."""
+    p = argparse.ArgumentParser()
+    p.add_argument("data")
+    p.add_argument("--blocks", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=240, help="target steps; epochs sized like recipe")
+    p.add_argument("--epochs", type=int, default=0)
+    p.add_argument("--ls", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0)
+    p.add_argument("--wd", type=float, default=0.0)
+    p.add_argument("--bs", type=int, default=32)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", default="build/recipe-variants.jsonl")
+    a = p.parse_args()
+    keras.utils.set_random_seed(a.seed)
+    m = dataset.read_manifest(a.data)
+    t0 = time.time()
+    xtr, ytr = load(a.data, "train", m)
+    xva, yva = load(a.data, "validation", m)
+    xte, yte = load(a.data, "test", m)
+    size, k = m.image_size, len(m.labels)
+    bb = build_backbone("efficientnet_lite0", size)
+    ftr, fva, fte = (predict(bb, x) for x in (xtr, xva, xte))
+    probe = fit_probe(ftr, ytr, k, fva, yva)
+    p_te = probe.probabilities(fte)
+    probe_test = scores(p_te, yte)
+    t_probe = time.time() - t0
+    print(
+        f"{a.data} n {len(ytr)}/{len(yva)}/{len(yte)} probe C={probe.c} "
+        f"val={probe.validation_accuracy:.3f} test={probe_test[0]:.3f} ({t_probe:.0f}s)",
+        flush=True,
+    )
+    model = build_classifier(bb, k, 0.2)
+    model.get_layer("tags").set_weights([probe.kernel, probe.bias])
+    start = [np.array(w) for w in model.get_weights()]
+
+    steps = max(1, len(ytr) // a.bs)
+    epochs = a.epochs or max(4, min(30, math.ceil(a.steps / steps)))
+    aug = augmentation(size)
+    ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(len(ytr), seed=a.seed).repeat()
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).map(
+        aug, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    it = iter(ds.batch(a.bs, drop_remainder=True).prefetch(2))
+    set_trainable_top_blocks(model, BACKBONES["efficientnet_lite0"], a.blocks)
+    opt = (
+        keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd)
+        if a.wd
+        else keras.optimizers.Adam(learning_rate=a.lr)
+    )
+    opt.build(model.trainable_variables)
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=a.ls)
+
+    @tf.function
+    def step(x, y):
+        oh = tf.one_hot(y, k)
+        if a.mixup > 0:
+            g1 = tf.random.gamma([], a.mixup)
+            lam = g1 / (g1 + tf.random.gamma([], a.mixup))
+            perm = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+            x = lam * x + (1 - lam) * tf.gather(x, perm)
+            oh = lam * oh + (1 - lam) * tf.gather(oh, perm)
+        with tf.GradientTape() as tape:
+            pr = model(x, training=True)
+            loss = cce(oh, pr)
+        g = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(g, model.trainable_variables, strict=True))
+        return loss
+
+    curve = []
+    for ep in range(epochs):
+        te = time.time()
+        lr = 0.5 * a.lr * (1 + math.cos(math.pi * ep / epochs))
+        opt.learning_rate.assign(lr)
+        ls = [float(step(*next(it))) for _ in range(steps)]
+        v = scores(predict(model, xva), yva)
+        curve.append({"ep": ep, "loss": float(np.mean(ls)), "val": v[0], "val_ll": v[2]})
+        print(
+            f"  ep {ep} lr {lr:.2e} loss {np.mean(ls):.3f} val {v[0]:.3f} ll {v[2]:.3f} "
+            f"({time.time() - te:.0f}s)",
+            flush=True,
+        )
+    t_train = time.time() - t0 - t_probe
+    final = [np.array(w) for w in model.get_weights()]
+    variants = []
+    for alpha in ALPHAS:
+        model.set_weights(wise.interpolate(start, final, alpha))
+        for flip in (False, True):
+            v = scores(predict(model, xva, flip), yva)
+            t = scores(predict(model, xte, flip), yte)
+            variants.append(
+                {
+                    "alpha": alpha,
+                    "flip": flip,
+                    "val": v[0],
+                    "val_ll": v[2],
+                    "test": t[0],
+                    "test3": t[1],
+                }
+            )
+            print(
+                f"  alpha {alpha} flip {flip}: val {v[0]:.3f} ll {v[2]:.3f} test {t[0]:.3f} "
+                f"top3 {t[1]:.3f}",
+                flush=True,
+            )
+    res = dict(
+        vars(a),
+        epochs=epochs,
+        steps_per_epoch=steps,
+        n=[len(ytr), len(yva), len(yte)],
+        probe_test=probe_test[0],
+        probe_test3=probe_test[1],
+        probe_val=probe.validation_accuracy,
+        probe_c=probe.c,
+        variants=variants,
+        curve=curve,
+        probe_s=t_probe,
+        train_s=t_train,
+        seconds=time.time() - t0,
+        load=os.getloadavg(),
+    )
+    print("RESULT", json.dumps(res), flush=True)
+    with open(a.out, "a") as f:
+        f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
