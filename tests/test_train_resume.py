@@ -121,7 +121,7 @@ def test_sigkilled_training_resumes_into_the_same_run(small_dataset, tracking_en
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["resumed_after_epoch"] == str(state["epochs_done"])
     # Every epoch exactly once: counted, not deduplicated (a resumed epoch once logged twice).
-    for metric in ("val_loss", "loss", "learning_rate"):
+    for metric in ("val_loss", "loss", "learning_rate_effective"):
         steps = [m.step for m in client.get_metric_history(result.run_id, metric)]
         assert sorted(steps) == [1, 2, 3, 4], (metric, steps)
     assert client.get_model_version(config.registered_model, result.version).status == "READY"

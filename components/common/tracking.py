@@ -175,6 +175,7 @@ class TaggerSpec:
     version: str | None
     backbone: str | None = None  # registry name of the pretrained network it was tuned from
     weights: str = "imagenet"  # the backbone's starting weights ("imagenet", "none", a file)
+    model_id: str | None = None  # MLflow 3 logged model id (m-...), None for older models
 
     def __post_init__(self) -> None:
         # Labels name the folders `tag --copy-to` writes into: one like "../../x" from a
@@ -277,4 +278,5 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         version=str(version) if version else None,
         backbone=meta.get("backbone"),
         weights=str(meta.get("weights", "imagenet")),
+        model_id=getattr(mlmodel, "model_id", None),
     )
