@@ -249,6 +249,9 @@ def test_mlflow_ui_shows_runs_dataset_and_report(promoted: dict) -> None:
                 f"/artifacts/evaluation/report.html{lineage.UI_QUERY}"
             )
             expect(page.get_by_text("report.html").first).to_be_visible(timeout=60_000)
+            # The UI previews HTML artifacts in an iframe: wait until the report has drawn.
+            report = page.frame_locator("iframe").first.locator("h1, h2").first
+            expect(report).to_be_visible(timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "mlflow-run-artifacts.png"))
         finally:
             browser.close()

@@ -49,10 +49,13 @@ class LocalStore:
         return self.home / "mlartifacts"
 
     def ui_command(self) -> str:
-        """The command a person runs to browse these runs."""
+        """The command a person runs to browse these runs, and the page to open."""
+        # MLflow 3.17's UI opens experiments on its GenAI views until the browser is switched
+        # to "Model training" (it remembers that choice).
         return (
             f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {self.backend_uri} "
-            f"--artifacts-destination {self.artifacts} --port 5000"
+            f"--artifacts-destination {self.artifacts} --port 5000 (then pick 'Model training' "
+            "at the top left)"
         )
 
 
