@@ -23,6 +23,7 @@ BUNDLED_SOURCES = (
     "components/common/images.py",
     "components/common/policy_file.py",
     "components/common/storage.py",
+    "components/common/tag_rows.py",
     "components/tag/__init__.py",
     "components/tag/policy.py",
     "components/tag/serving.py",

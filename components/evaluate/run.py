@@ -266,8 +266,10 @@ def run_link(run_id: str | None) -> str | None:
     uri = mlflow.get_tracking_uri()
     if not run_id or not uri.startswith(("http://", "https://")):
         return None
+    from components.common.lineage import run_url  # opens in the UI's model-training view
+
     experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return run_url(uri, experiment, run_id)
 
 
 def training_history(run_id: str | None) -> dict[str, list[tuple[int, float]]]:
