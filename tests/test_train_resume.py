@@ -123,7 +123,7 @@ def test_sigkilled_training_resumes_into_the_same_run(small_dataset, tracking_en
     # WiSE-FT ran on both ranks after the resume, from the start weights in the checkpoint.
     assert 0.0 <= runs[0].data.metrics["val_accuracy_wise"] <= 1.0
     # Every epoch exactly once: counted, not deduplicated (a resumed epoch once logged twice).
-    for metric in ("val_loss", "loss", "learning_rate"):
+    for metric in ("val_loss", "loss", "learning_rate_effective"):
         steps = [m.step for m in client.get_metric_history(result.run_id, metric)]
         assert sorted(steps) == [1, 2, 3, 4], (metric, steps)
     assert client.get_model_version(config.registered_model, result.version).status == "READY"

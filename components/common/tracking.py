@@ -50,10 +50,13 @@ class LocalStore:
         return self.home / "mlartifacts"
 
     def ui_command(self) -> str:
-        """The command a person runs to browse these runs."""
+        """The command a person runs to browse these runs, and the page to open."""
+        # MLflow 3.17's UI opens experiments on its GenAI views until the browser is switched
+        # to "Model training" (it remembers that choice).
         return (
             f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {self.backend_uri} "
-            f"--artifacts-destination {self.artifacts} --port 5000"
+            f"--artifacts-destination {self.artifacts} --port 5000 (then pick 'Model training' "
+            "at the top left)"
         )
 
 
@@ -177,6 +180,7 @@ class TaggerSpec:
     backbone: str | None = None  # registry name of the pretrained network it was tuned from
     weights: str = "imagenet"  # the backbone's starting weights ("imagenet", "none", a file)
     openvino_model: str | None = None  # model.xml of the OpenVINO IR logged with the version
+    model_id: str | None = None  # MLflow 3 logged model id (m-...), None for older models
 
     def __post_init__(self) -> None:
         # Labels name the folders `tag --copy-to` writes into: one like "../../x" from a
@@ -281,6 +285,7 @@ def fetch_tagger(uri: str, dst_dir: str) -> TaggerSpec:
         backbone=meta.get("backbone"),
         weights=str(meta.get("weights", "imagenet")),
         openvino_model=str(ir_file) if ir_file.exists() else None,
+        model_id=getattr(mlmodel, "model_id", None),
     )
 
 

@@ -15,7 +15,13 @@ from components.common.tracking import TaggerSpec, fetch_tagger
 from components.evaluate import core
 from components.evaluate.floor import measure_probe
 from components.evaluate.gate import Decision, GateConfig, decide, decide_first
-from components.evaluate.run import PREDICTIONS_FILE, check_compatible, predict, require_split
+from components.evaluate.run import (
+    EVALUATION_FILE,
+    PREDICTIONS_FILE,
+    check_compatible,
+    predict,
+    require_split,
+)
 
 GATE_TAG = "gallerytag.gate"
 JUDGED_AGAINST_TAG = "gallerytag.gate.champion"  # version the gate compared with ("" = none)
@@ -187,9 +193,74 @@ def judge(
     if run_id:
         client.set_tag(run_id, GATE_TAG, verdict)
         client.set_tag(run_id, f"{GATE_TAG}.reasons", reasons)
+    client.update_model_version(
+        candidate.name,
+        candidate.version,
+        description=version_description(read_evaluation(run_id), record, verdict),
+    )
     if decision_path:
         storage.write_text(decision_path, json.dumps(record, indent=2))
     return decision
+
+
+def read_evaluation(run_id: str | None) -> dict | None:
+    """evaluation.json of the model's run (`gallerytag evaluate`), or None if never run."""
+    import mlflow
+
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gallerytag-gate-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"evaluation/{EVALUATION_FILE}", dst_path=tmp
+            )
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return json.loads(storage.read_text(path))
+
+
+def _interval(figure: dict) -> str:
+    return (
+        f"{figure['value']:.3f} (95% CI {figure['low']:.3f}-{figure['high']:.3f}, n={figure['n']})"
+    )
+
+
+def version_description(evaluation: dict | None, record: dict, verdict: str) -> str:
+    """The model version's description (Markdown in the MLflow UI): the evaluation's
+    headline figures and the gate's decision with its reasons."""
+    lines = ["## Evaluation"]
+    if evaluation is None:
+        lines.append("Not evaluated (run `gallerytag evaluate`).")
+    else:
+        k = evaluation.get("k", 3)
+        lines += [
+            f"- split `{evaluation['split']}` of dataset `{evaluation['dataset_hash'][:12]}`, "
+            f"{evaluation['images']} images",
+            f"- top-1 {_interval(evaluation['top1'])}",
+            f"- top-{k} {_interval(evaluation[f'top{k}'])}",
+            f"- macro F1 {evaluation['averages']['macro']['f1']:.3f}, ECE {evaluation['ece']:.3f}",
+        ]
+        probe = evaluation.get("probe") or {}
+        if "top1" in probe:
+            lines.append(
+                f"- linear probe top-1 {probe['top1']['value']:.3f} (gain "
+                f"{evaluation['gain_over_probe']:+.3f})"
+            )
+        expected = (evaluation.get("policy") or {}).get("expected") or {}
+        if expected.get("precision"):
+            lines.append(
+                f"- auto-tag policy: expected precision {expected['precision']['value']:.3f}, "
+                f"coverage {expected['coverage']:.3f}"
+            )
+    champion = record["champion"] or "none (first model)"
+    lines += [
+        "",
+        f"## Promotion gate: {verdict}",
+        f"- candidate top-1 {record['candidate_top1']:.3f} against champion {champion}"
+        + (f" ({record['champion_top1']:.3f})" if record["champion_top1"] is not None else ""),
+        *(f"- {reason}" for reason in record["reasons"]),
+    ]
+    return "\n".join(lines)[:5000]
 
 
 def move_alias(candidate_uri: str, alias: str = "champion") -> ModelVersionRef:

@@ -266,8 +266,10 @@ def run_link(run_id: str | None) -> str | None:
     uri = mlflow.get_tracking_uri()
     if not run_id or not uri.startswith(("http://", "https://")):
         return None
+    from components.common.lineage import run_url  # opens in the UI's model-training view
+
     experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
-    return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return run_url(uri, experiment, run_id)
 
 
 def training_history(run_id: str | None) -> dict[str, list[tuple[int, float]]]:
@@ -334,9 +336,13 @@ def metric_key(text: str) -> str:
     return f"{key[: MAX_METRIC_KEY - 13]}.{digest}"
 
 
-def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
-    """Figures as metrics on the model's training run; the files as its artifacts."""
+def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, data=None) -> None:
+    """Figures as metrics on the model's training run, linked to the logged model and the
+    dataset they were measured on; the files as the run's artifacts; the policy also into
+    the logged model, where its image pyfunc reads it."""
     import mlflow
+
+    from components.common import lineage, serving
 
     values = {
         f"{split}_top1": metrics["top1"]["value"],
@@ -354,10 +360,16 @@ def log_to_mlflow(run_id: str, metrics: dict, out_dir: str, split: str) -> None:
         values[f"{split}_top1_gain_over_probe"] = metrics["gain_over_probe"]
     for row in metrics["per_class"]:
         values[metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(values)
+    with mlflow.start_run(run_id=tagger.run_id):
+        if data is not None:
+            lineage.log_dataset_input(data, "evaluation")
+        mlflow.log_metrics(values, model_id=tagger.model_id, dataset=data)
         for name in (EVALUATION_FILE, SUSPECTS_FILE, REPORT_FILE, POLICY_FILE, PREDICTIONS_FILE):
             mlflow.log_artifact(storage.local_copy(storage.join(out_dir, name)), "evaluation")
+    if tagger.model_id:
+        serving.attach_policy(
+            tagger.model_id, storage.local_copy(storage.join(out_dir, POLICY_FILE))
+        )
 
 
 def evaluate(
@@ -457,7 +469,9 @@ def evaluate(
     report_path = storage.join(out_dir, REPORT_FILE)
     storage.write_text(report_path, report.render_report(context))
     if tagger.run_id:
-        log_to_mlflow(tagger.run_id, summary, out_dir, config.split)
+        from components.common.lineage import mlflow_dataset
+
+        log_to_mlflow(tagger, summary, out_dir, config.split, mlflow_dataset(dataset_dir, manifest))
     return EvaluationResult(
         model_uri=model_uri,
         dataset_hash=manifest.dataset_hash,

@@ -81,6 +81,9 @@ class TrainConfig:
     registered_model: str = setting(
         "gallerytag", "Model Registry name to register the trained model under."
     )
+    run_name: str = setting(
+        "", "MLflow run name (default: <registered model>-<dataset folder>-<UTC time>)."
+    )
     checkpoint_dir: str = setting(
         "",
         "Local or gs:// folder for per-epoch checkpoints (default: under $GALLERYTAG_HOME, "
@@ -105,7 +108,7 @@ class TrainConfig:
 
     def checkpoint_key(self, dataset_hash: str) -> str:
         """A folder name equal for a rerun of the same training on the same data, only then."""
-        where = {"checkpoint_dir": "", "rank_stats_dir": ""}
+        where = {"checkpoint_dir": "", "rank_stats_dir": "", "run_name": ""}
         identity = json.dumps({**asdict(self), **where}, sort_keys=True)
         return hashlib.sha256(f"{dataset_hash}|{identity}".encode()).hexdigest()[:16]
 

@@ -47,7 +47,8 @@ from models.head import build_classifier, set_trainable_top_blocks
 from models.registry import BACKBONES, build_backbone
 
 log = logging.getLogger("gallerytag.train")
-PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1"]
+# What the logged model needs to load (Keras) and to serve images (Pillow, fsspec).
+PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "pillow==12.3.0", "fsspec==2026.9.0"]
 
 
 def configure_devices() -> None:
@@ -371,18 +372,17 @@ def epoch_metrics(stats: EpochStats, validation: dict, lr: float) -> dict[str, f
     metrics = {
         "loss": stats.loss,
         "accuracy": stats.accuracy,
-        "learning_rate": lr,
+        # Horovod: the rate the optimiser used (per-worker rate x workers, warmed up).
+        "learning_rate_effective": lr,
         "images_per_second": stats.images_per_second,
     }
     metrics.update({f"val_{key}": value for key, value in validation.items()})
     return metrics
 
 
-def log_epoch(phase: str, epoch: int, metrics: dict[str, float]) -> None:
+def log_epoch(phase: str, epoch: int, metrics: dict[str, float], dataset=None) -> None:
     """Rank 0: print and record one epoch in MLflow."""
-    import mlflow
-
-    mlflow.log_metrics(metrics, step=epoch)
+    record_epoch(metrics, epoch, dataset)
     shown = " ".join(f"{key}={value:.4g}" for key, value in metrics.items())
     print(f"epoch {epoch} ({phase}): {shown}", flush=True)
 
@@ -395,7 +395,18 @@ def log_wise(alpha: float, validation: dict[str, float]) -> None:
     print(f"WiSE-FT alpha {alpha}: validation top-1 {validation['accuracy']:.3f}", flush=True)
 
 
-def log_checkpointed_epoch(run_id: str, state: TrainingState) -> None:
+def record_epoch(metrics: dict[str, float], epoch: int, dataset=None) -> None:
+    """One epoch's metrics; the validation figures linked to the dataset they were measured
+    on (MLflow 3), which is how the logged model comes to list the dataset."""
+    import mlflow
+
+    validation = {key: value for key, value in metrics.items() if key.startswith("val_")}
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k not in validation}, step=epoch)
+    if validation:
+        mlflow.log_metrics(validation, step=epoch, dataset=dataset)
+
+
+def log_checkpointed_epoch(run_id: str, state: TrainingState, dataset=None) -> None:
     """Rank 0, on resume: log the checkpointed epoch if the kill came before its metrics
     reached MLflow (checkpoint first, then log: each epoch is logged exactly once)."""
     import mlflow
@@ -404,7 +415,7 @@ def log_checkpointed_epoch(run_id: str, state: TrainingState) -> None:
         return
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
     if all(metric.step != state.epochs_done for metric in history):
-        mlflow.log_metrics(state.last_epoch_metrics, step=state.epochs_done)
+        record_epoch(state.last_epoch_metrics, state.epochs_done, dataset)
 
 
 def log_training_curves(run_id: str) -> None:
@@ -430,23 +441,21 @@ def log_training_curves(run_id: str) -> None:
     plt.close(figure)
 
 
-def log_model(trainer: Trainer, config: TrainConfig) -> dict:
-    """Rank 0: log the trained model with signature, metadata and OpenVINO IR, and register
-    it (last, so a registered version is complete when it appears)."""
+def log_model(trainer: Trainer, config: TrainConfig, dataset=None) -> dict:
+    """Rank 0: log the trained model (Keras + image pyfunc flavours) with metadata and its
+    OpenVINO IR, link it to the dataset, and register it (last, so a registered version is
+    complete when it appears)."""
     import mlflow
     import mlflow.keras
-    from mlflow.models import infer_signature
+
+    from components.common import lineage, serving
 
     size = trainer.manifest.image_size
     probe = next(iter(trainer.probe_batch())).numpy()
     expected = np.asarray(trainer.model.predict_on_batch(probe))
-    signature = infer_signature(probe[:1], expected[:1])
-    info = mlflow.keras.log_model(
+    info = serving.log_tagger_model(
         trainer.model,
-        name="model",
-        signature=signature,
-        pip_requirements=PIP_REQUIREMENTS,
-        metadata=model_metadata(
+        model_metadata(
             trainer.manifest.labels,
             size,
             trainer.manifest.resize_mode,
@@ -454,16 +463,24 @@ def log_model(trainer: Trainer, config: TrainConfig) -> dict:
             backbone=config.backbone,
             weights=config.weights,
         ),
+        PIP_REQUIREMENTS,
+        None,  # registered below, once the IR is logged too
     )
+    if dataset is not None and trainer.state.epochs_done > 0:
+        validation = {key for key in trainer.state.last_epoch_metrics if key.startswith("val_")}
+        lineage.link_model_metrics(
+            mlflow.active_run().info.run_id, info.model_id, trainer.state.epochs_done,
+            dataset, validation,
+        )  # fmt: skip
     # Verify what we ship: the logged model must predict exactly what the trained one does.
     reloaded = mlflow.keras.load_model(info.model_uri)
     difference = float(np.max(np.abs(np.asarray(reloaded.predict_on_batch(probe)) - expected)))
-    mlflow.log_metric("logged_model_max_abs_diff", difference)
+    lineage.set_check("logged_model_max_abs_diff", difference)
     if difference > 1e-5:
         raise RuntimeError(f"logged model differs from the trained one by {difference}")
     ir_difference = log_openvino_ir(info.model_uri, info.model_id, probe)
     if ir_difference is not None:
-        mlflow.log_metric("openvino_max_abs_diff", ir_difference)
+        lineage.set_check("openvino_max_abs_diff", ir_difference)
     version = None
     if config.registered_model:
         version = mlflow.register_model(info.model_uri, config.registered_model).version
@@ -516,16 +533,25 @@ def main(argv: list[str] | None = None) -> None:
         return
     import mlflow
 
-    mlflow.set_experiment(config.experiment)
+    from components.common import lineage
+
+    lineage.set_up_experiment(config.experiment)
+    data = lineage.mlflow_dataset(config.data, manifest)
     # A resumed training continues its MLflow run instead of leaving a dead duplicate.
-    with mlflow.start_run(run_id=trainer.state.run_id if resumed else None) as run:
+    with mlflow.start_run(
+        run_id=trainer.state.run_id if resumed else None,
+        run_name=None if resumed else config.run_name or lineage.default_run_name(
+            config.registered_model, config.data),
+        tags=None if resumed else lineage.source_tags("gallerytag train", git_commit()),
+    ) as run:  # fmt: skip
         trainer.state.run_id = run.info.run_id
         if resumed:
             print(f"resuming run {run.info.run_id} after epoch {trainer.state.epochs_done}")
             mlflow.set_tag("resumed_after_epoch", str(trainer.state.epochs_done))
-            log_checkpointed_epoch(run.info.run_id, trainer.state)
+            log_checkpointed_epoch(run.info.run_id, trainer.state, data)
         else:
-            mlflow.log_params(config.as_params())
+            mlflow.log_params(lineage.training_params(config.as_params(), hvd.size()))
+            lineage.log_dataset_input(data, "training")
             mlflow.set_tags(
                 {
                     "dataset_hash": manifest.dataset_hash,
@@ -542,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_param("probe_c", probe.c)
             if probe.validation_accuracy is not None:
                 mlflow.log_metric("val_accuracy_probe", probe.validation_accuracy)
-        trainer.train(on_epoch=log_epoch, save=save_checkpoint)
+        trainer.train(on_epoch=lambda *epoch: log_epoch(*epoch, dataset=data), save=save_checkpoint)
         if trainer.wise_validation:
             log_wise(config.wise_alpha, trainer.wise_validation)
         if trainer.out_of_time:
@@ -551,12 +577,14 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.set_tag("gallerytag.stopped_by", "time budget")
         mlflow.log_dict(json.loads(config.to_json()), "config.json")
         log_training_curves(run.info.run_id)
-        result = {"run_id": run.info.run_id, **log_model(trainer, config)}
+        result = {"run_id": run.info.run_id, **log_model(trainer, config, data)}
+        page = lineage.run_url(mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id)
     if args.result:
         storage.write_text(args.result, json.dumps(result))
     if config.checkpoint_dir:
         checkpoint.clear(config.checkpoint_dir)
-    print(f"training finished: run {result['run_id']}, model {result['model_uri']}", flush=True)
+    print(f"training finished: run {result['run_id']} ({run.info.run_name}), model "
+          f"{result['model_uri']}" + (f"; {page}" if page else ""), flush=True)  # fmt: skip
 
 
 def git_commit() -> str:
