@@ -21,10 +21,10 @@ from typing import Any
 from kfp import dsl
 
 from components.common.settings import Setting, from_mapping, kfp_parameters, setting
+from pipelines.components import IMAGE  # the one image (GALLERYTAG_IMAGE at compile time)
 
 KFP_TYPES = {int: int, float: float, str: str, bool: bool, tuple: list, dict: dict}
 UNSET_NUMBER = -1.0
-IMAGE_DEFAULT = "ghcr.io/gallerytag/gallerytag-python:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ClusterConfig:
     tracking_uri: str = setting(
         "http://mlflow.gallerytag.svc.cluster.local:5000", "MLflow server the steps log to."
     )
-    mpijob_image: str = setting(IMAGE_DEFAULT, "Image of the MPIJob's launcher and workers.")
+    mpijob_image: str = setting(IMAGE, "Image of the MPIJob's launcher and workers.")
     gpus_per_worker: int = setting(1, "GPUs per MPIJob worker pod (0: CPU training).", minimum=0)
     checkpoint_root: str = setting(
         "", "gs:// folder under which each MPIJob keeps its checkpoints (required for mpijob)."
