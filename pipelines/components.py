@@ -14,8 +14,7 @@ import os
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
-# One image for every step; pin it by digest in production (see docs/operations.md).
-IMAGE = os.environ.get("GALLERYTAG_IMAGE", "ghcr.io/gallerytag/gallerytag-python:0.1.0")
+from pipelines.parameters import IMAGE
 
 
 def _component(func):
@@ -102,7 +101,6 @@ def evaluate(
 ) -> float:
     """Metrics, report and suspects for the candidate; returns its test top-1."""
     import dataclasses
-    import os
     import shutil
     import tempfile
 

@@ -14,6 +14,7 @@ text here, and `config_from_kfp` maps it back.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,10 @@ from typing import Any
 from kfp import dsl
 
 from components.common.settings import Setting, from_mapping, kfp_parameters, setting
-from pipelines.components import IMAGE  # the one image (GALLERYTAG_IMAGE at compile time)
 
+# One image for every step; pin it by digest in production (see docs/operations.md). Defined
+# here, not in components.py, because the steps import this module inside KFP's executor.
+IMAGE = os.environ.get("GALLERYTAG_IMAGE", "ghcr.io/gallerytag/gallerytag-python:0.1.0")
 KFP_TYPES = {int: int, float: float, str: str, bool: bool, tuple: list, dict: dict}
 UNSET_NUMBER = -1.0
 
