@@ -9,8 +9,6 @@ No `from __future__ import annotations` here: KFP reads the parameter types from
 functions' annotations at definition time.
 """
 
-import os
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
@@ -101,6 +99,7 @@ def evaluate(
 ) -> float:
     """Metrics, report and suspects for the candidate; returns its test top-1."""
     import dataclasses
+    import os
     import shutil
     import tempfile
 
