@@ -7,6 +7,7 @@ artifacts under GALLERYTAG_HOME) for the duration of one command, so a laptop ne
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -330,3 +331,19 @@ def log_openvino_ir(model_uri: str, model_id: str, probe) -> float | None:
             return None
         mlflow.MlflowClient().log_model_artifacts(model_id, str(ir_dir), OPENVINO_ARTIFACT)
         return difference
+
+
+def run_json_artifact(run_id: str | None, artifact_path: str, tmp: str) -> dict | None:
+    """A JSON artifact of an MLflow run (e.g. evaluation/policy.json), or None when the run
+    or the artifact does not exist."""
+    import mlflow
+
+    if not run_id:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=tmp
+        )
+    except Exception:  # MLflow raises several types for a missing artifact
+        return None
+    return json.loads(Path(path).read_text())  # downloaded: a local file

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from components.common import dataset, storage
-from components.common.tracking import TaggerSpec, fetch_tagger
+from components.common.tracking import TaggerSpec, fetch_tagger, run_json_artifact
 from components.evaluate import core
 from components.evaluate.floor import measure_probe
 from components.evaluate.gate import Decision, GateConfig, decide, decide_first
@@ -84,17 +84,9 @@ def logged_evaluation(
 ) -> dict | None:
     """The predictions `gallerytag evaluate` logged on this very model's run for this dataset
     and split (labels, top-1, probe), or None when there are none to reuse."""
-    import mlflow
-
-    if not tagger.run_id:
+    found = run_json_artifact(tagger.run_id, PREDICTIONS_ARTIFACT, tmp)
+    if found is None:
         return None
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=tagger.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
-        )
-    except Exception:  # MLflow raises several types for a missing artifact
-        return None
-    found = json.loads(storage.read_text(path))
     same = (found.get("dataset_hash"), found.get("split"), str(found.get("model_version")))
     if same != (manifest.dataset_hash, split, str(tagger.version)):
         return None
@@ -205,18 +197,8 @@ def judge(
 
 def read_evaluation(run_id: str | None) -> dict | None:
     """evaluation.json of the model's run (`gallerytag evaluate`), or None if never run."""
-    import mlflow
-
-    if not run_id:
-        return None
     with tempfile.TemporaryDirectory(prefix="gallerytag-gate-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"evaluation/{EVALUATION_FILE}", dst_path=tmp
-            )
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
-        return json.loads(storage.read_text(path))
+        return run_json_artifact(run_id, f"evaluation/{EVALUATION_FILE}", tmp)
 
 
 def _interval(figure: dict) -> str:

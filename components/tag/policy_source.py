@@ -7,25 +7,15 @@ import json
 
 from components.common import storage
 from components.common.policy_file import POLICY_ARTIFACT, POLICY_FILE
-from components.common.tracking import TaggerSpec
+from components.common.tracking import TaggerSpec, run_json_artifact
 from components.tag.policy import TagPolicy, policy_from_file, unevaluated_policy
 
 
 def read_policy(where: str, tagger: TaggerSpec, tmp: str) -> dict | None:
     """policy.json of this very model: from its MLflow run ('model'; None when the model was
     never evaluated) or a file / evaluation folder."""
-    import mlflow
-
     if where == "model":
-        if not tagger.run_id:
-            return None
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=tagger.run_id, artifact_path=POLICY_ARTIFACT, dst_path=tmp
-            )
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
-        return json.loads(storage.read_text(path))
+        return run_json_artifact(tagger.run_id, POLICY_ARTIFACT, tmp)
     path = where if where.endswith(".json") else storage.join(where, POLICY_FILE)
     if not storage.exists(path):
         raise ValueError(f"--thresholds-from: {path} does not exist")
