@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common import beam_io, claim, storage
+from components.common import beam_io, claim, gcs, storage
 from components.common.claim import OutputBusy, acquire, claim_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_two_gcs_claims_racing_exactly_one_wins(fake_gcs_bucket: str, monkeypatc
     out = f"gs://{fake_gcs_bucket}/tags"
     both_looked = threading.Barrier(2, timeout=30)
     first_look = threading.local()
-    real_generation = storage.gcs_generation
+    real_generation = gcs.generation_of
 
     def look_then_wait(url: str):
         """The real read; each run's first look waits for the other's, so both saw none."""
@@ -141,7 +141,7 @@ def test_two_gcs_claims_racing_exactly_one_wins(fake_gcs_bucket: str, monkeypatc
             both_looked.wait()
         return seen
 
-    monkeypatch.setattr(storage, "gcs_generation", look_then_wait)
+    monkeypatch.setattr(gcs, "generation_of", look_then_wait)
     outcomes: list = [None, None]
 
     def contend(index: int) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from components.common import storage
+from components.common import gcs, storage
 from tests.gcs_emulator import anonymous_client
 
 if TYPE_CHECKING:
@@ -251,17 +251,17 @@ def test_metadata_merge_keeps_foreign_keys(gcs_bucket: str):
     """Merging tags keeps a key another system put on the object; content is untouched."""
     url = f"gs://{gcs_bucket}/photos/room.jpg"
     storage.write_bytes(url, b"jpeg")
-    assert storage.get_metadata(url) == {}
+    assert gcs.get_metadata(url) == {}
     blob = _emulator_blob(gcs_bucket, "photos/room.jpg")
     blob.metadata = {"owner": "hotel-42"}
     blob.patch()
 
-    merged = storage.merge_metadata(url, {"gallerytag-top1": "winter", "gallerytag-score": "0.93"})
+    merged = gcs.merge_metadata(url, {"gallerytag-top1": "winter", "gallerytag-score": "0.93"})
     expected = {"owner": "hotel-42", "gallerytag-top1": "winter", "gallerytag-score": "0.93"}
     assert merged == expected
-    assert storage.get_metadata(url) == expected
+    assert gcs.get_metadata(url) == expected
 
-    again = storage.merge_metadata(url, {"gallerytag-top1": "summer"})
+    again = gcs.merge_metadata(url, {"gallerytag-top1": "summer"})
     assert again == {**expected, "gallerytag-top1": "summer"}
     assert storage.read_bytes(url) == b"jpeg"
 
@@ -289,7 +289,7 @@ def test_metadata_merge_retries_when_another_writer_wins(
         return real_patch(self, *args, **kwargs)
 
     monkeypatch.setattr(RealBlob, "patch", racing_patch)
-    merged = storage.merge_metadata(url, {"gallerytag-top1": "winter"})
+    merged = gcs.merge_metadata(url, {"gallerytag-top1": "winter"})
     assert merged == {"reviewer": "ana", "gallerytag-top1": "winter"}
     assert len(calls) == 2
     for preconditions in calls:
@@ -312,20 +312,20 @@ def test_metadata_merge_gives_up_with_a_clear_error(
         raise PreconditionFailed("metageneration changed")
 
     monkeypatch.setattr(RealBlob, "patch", always_late)
-    monkeypatch.setattr(storage, "METADATA_ATTEMPTS", 3)
+    monkeypatch.setattr(gcs, "METADATA_ATTEMPTS", 3)
     with pytest.raises(RuntimeError, match=f"could not update metadata of {url}.*3 attempts"):
-        storage.merge_metadata(url, {"gallerytag-top1": "winter"})
+        gcs.merge_metadata(url, {"gallerytag-top1": "winter"})
 
 
 def test_metadata_errors(gcs_bucket: str, tmp_path: Path):
     """Non-gs URLs, bucket-only URLs and missing objects fail with a clear message."""
     with pytest.raises(ValueError, match="not a gs:// URL"):
-        storage.get_metadata(str(tmp_path / "x.jpg"))
+        gcs.get_metadata(str(tmp_path / "x.jpg"))
     with pytest.raises(ValueError, match="does not name an object"):
-        storage.merge_metadata(f"gs://{gcs_bucket}", {"a": "b"})
+        gcs.merge_metadata(f"gs://{gcs_bucket}", {"a": "b"})
     missing = f"gs://{gcs_bucket}/missing.jpg"
     with pytest.raises(FileNotFoundError, match=f"^{missing} does not exist"):
-        storage.merge_metadata(missing, {"a": "b"})
+        gcs.merge_metadata(missing, {"a": "b"})
 
 
 def test_beam_reads_and_writes_gs_with_an_anonymous_client(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common import storage, tag_rows
+from components.common import gcs, storage, tag_rows
 from components.common.tracking import TaggerSpec
 from components.tag.pipeline import TagOutputs, failed_batch_rows, run
 from components.tag.policy import TagPolicy, rejected_row, tag_row
@@ -290,12 +290,12 @@ def test_write_metadata_merges_into_gcs_objects(
     """Tags land in the object's custom metadata; a foreign key already there survives."""
     prefix = f"gs://{gcs_bucket}/photos"
     storage.write_bytes(f"{prefix}/winter.jpg", _gray(235, 7))
-    storage.merge_metadata(f"{prefix}/winter.jpg", {"owner": "hotel-42"})
+    gcs.merge_metadata(f"{prefix}/winter.jpg", {"owner": "hotel-42"})
     outputs = TagOutputs(write_metadata=True, shards=1)
     out = f"gs://{gcs_bucket}/tags"
     run(prefix, out, brightness_tagger, outputs=outputs, beam_args=IN_MEMORY)
     run(prefix, out, brightness_tagger, outputs=outputs, beam_args=IN_MEMORY)  # idempotent
-    metadata = storage.get_metadata(f"{prefix}/winter.jpg")
+    metadata = gcs.get_metadata(f"{prefix}/winter.jpg")
     assert metadata["owner"] == "hotel-42"
     assert metadata["gallerytag-label"] == "bright"
     assert metadata["gallerytag-model-version"] == "1"
@@ -317,7 +317,7 @@ def test_remote_runner_gets_the_model_from_temp_location(
     brightness_tagger: TaggerSpec, gcs_bucket: str
 ) -> None:
     """For Dataflow-like runners the model file is staged next to --temp_location."""
-    from components.tag.pipeline import stage_model_for_workers
+    from components.tag.workers import stage_model_for_workers
 
     direct = stage_model_for_workers(brightness_tagger, [])
     assert direct.model_file == brightness_tagger.model_file
@@ -350,7 +350,7 @@ def test_inference_threads_split_the_cores_between_local_workers() -> None:
     """Multi-processing DirectRunner: cores / workers TF threads each; otherwise TF decides."""
     import os
 
-    from components.tag.pipeline import inference_threads
+    from components.tag.workers import inference_threads
 
     cores = os.cpu_count() or 1
     assert inference_threads([]) == 1  # one worker per core
@@ -430,7 +430,7 @@ def test_model_labels_that_escape_folders_are_refused(tmp_path: Path) -> None:
 
 def test_copy_to_never_writes_outside_its_root(tmp_path: Path) -> None:
     """Whatever a row's label says, --copy-to writes only under its root."""
-    from components.tag.pipeline import CopyToLabelFolder
+    from components.tag.writeback import CopyToLabelFolder
 
     image = tmp_path / "in" / "a.jpg"
     image.parent.mkdir()

@@ -151,7 +151,7 @@ def commit_staged(
     marker_path = storage.join(out, marker)
     if storage.exists(marker_path):
         storage.delete(marker_path)  # from here until the end, `out` is visibly incomplete
-    for old in _output_files(out, folders):
+    for old in storage.shallow_files(out, folders):
         if is_previous_output(old):
             storage.delete(storage.join(out, old))
     for folder in folders:  # an output folder the previous run used and this one may not
@@ -167,23 +167,10 @@ def commit_staged(
     # what the pipeline believed it wrote.
     committed = [
         storage.join(out, relative)
-        for relative in _output_files(out, folders)
+        for relative in storage.shallow_files(out, folders)
         if is_previous_output(relative)
     ]
     verify(committed)
     claim.verify()
     storage.write_text(marker_path, marker_text)
     storage.delete(staging, recursive=True)
-
-
-def _output_files(out: str, folders: tuple[str, ...]) -> list[str]:
-    """Files at the top of `out` and directly in its `folders`, relative to `out`."""
-    found = []
-    for folder in ("", *folders):
-        where = storage.join(out, folder)
-        if folder and not storage.exists(where):
-            continue
-        for url in storage.list_files(where, recursive=False):
-            name = url.rsplit("/", 1)[-1]
-            found.append(f"{folder}/{name}" if folder else name)
-    return found

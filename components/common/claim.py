@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from components.common import storage
+from components.common import gcs, storage
 
 log = logging.getLogger(__name__)
 CLAIM_NAME = "_CLAIM.json"
@@ -102,7 +102,7 @@ class OutputClaim:
         elif self.generation is not None:
             try:
                 with self._writing:  # not between a heartbeat's write and its new generation
-                    current = storage.gcs_generation(self.path)
+                    current = gcs.generation_of(self.path)
                     ours = self.generation
             except Exception as error:
                 raise OutputBusy(f"cannot read the claim {self.path}: {error}") from None
@@ -124,7 +124,7 @@ class OutputClaim:
         elif self.generation is not None:
             if not self.lost:
                 with contextlib.suppress(Exception):
-                    storage.gcs_delete_if_generation(self.path, self.generation)
+                    gcs.delete_if_generation(self.path, self.generation)
         else:
             with contextlib.suppress(FileNotFoundError):
                 storage.delete(self.path)
@@ -135,7 +135,7 @@ class OutputClaim:
             self.record["heartbeat"] = _now()
             try:
                 with self._writing:
-                    self.generation = storage.gcs_write_if_generation(
+                    self.generation = gcs.write_if_generation(
                         self.path, json.dumps(self.record).encode(), self.generation or 0
                     )
             except Exception as error:  # precondition failed or GCS unreachable
@@ -233,17 +233,17 @@ def _acquire_gcs(claim: OutputClaim) -> int:
     """Create the claim object if absent (generation 0 precondition); return its generation."""
     data = json.dumps(claim.record).encode()
     for _ in range(3):
-        existing = storage.gcs_generation(claim.path)
+        existing = gcs.generation_of(claim.path)
         if existing is None:
             try:
-                return storage.gcs_write_if_generation(claim.path, data, 0)
+                return gcs.write_if_generation(claim.path, data, 0)
             except FileExistsError:
                 continue  # another run created it first: look at it again
         generation, updated, text = existing
         if time.time() - updated < STALE_S:
             raise OutputBusy(_describe(claim.out, text))
         log.warning("taking over %s: its claim has had no heartbeat since %s", claim.out, updated)
-        storage.gcs_delete_if_generation(claim.path, generation)
+        gcs.delete_if_generation(claim.path, generation)
     raise OutputBusy(f"could not claim {claim.out}: other runs keep claiming it; try again")
 
 

@@ -6,13 +6,12 @@ gs:// goes to the emulator named by STORAGE_EMULATOR_HOST (anonymously) when it 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import posixpath
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 # gcsfs reads this once, at import: left on, every call first probes for hierarchical-namespace
 # buckets, which stalls about 60 s per call against an emulator. Set before gcsfs is imported
@@ -22,11 +21,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-if TYPE_CHECKING:
-    from google.cloud.storage import Blob, Client
-
 GCS_SCHEMES = ("gs", "gcs")
-METADATA_ATTEMPTS = 8
 
 
 def emulator_host() -> str | None:
@@ -214,6 +209,19 @@ def _local_files(base: str, recursive: bool) -> list[str]:
     return names
 
 
+def shallow_files(out: str, folders: tuple[str, ...]) -> list[str]:
+    """Files at the top of `out` and directly in its `folders`, relative to `out`."""
+    found = []
+    for folder in ("", *folders):
+        where = join(out, folder)
+        if folder and not exists(where):
+            continue
+        for url in list_files(where, recursive=False):
+            name = url.rsplit("/", 1)[-1]
+            found.append(f"{folder}/{name}" if folder else name)
+    return found
+
+
 def list_dirs(url: str) -> list[str]:
     """Names of the immediate sub-directories of a directory URL, sorted."""
     fs, path = filesystem(url)
@@ -304,140 +312,3 @@ def local_copy(url: str) -> str:
     with _naming(url):
         fs.get_file(path, target)
     return target
-
-
-# --- GCS object custom metadata (google-cloud-storage) ----------------------------------
-
-
-@functools.cache
-def _gcs_client(endpoint: str | None, pid: int) -> Client:
-    """One client per endpoint and process (pid in the key: a fork must not share sockets)."""
-    from google.cloud import storage
-
-    if endpoint:
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(
-            client_options={"api_endpoint": endpoint},
-            credentials=AnonymousCredentials(),
-            project="test",
-        )
-    return storage.Client()
-
-
-def _gcs_blob(url: str) -> Blob:
-    """The google-cloud-storage Blob for a gs:// object URL."""
-    protocol, rest = fsspec.core.split_protocol(url)
-    bucket, _, name = (rest or "").partition("/")
-    if protocol not in GCS_SCHEMES:
-        raise ValueError(
-            f"{url} is not a gs:// URL: custom object metadata exists only on GCS objects "
-            "(for local files keep such data in a JSONL or manifest beside them)"
-        )
-    if not bucket or not name or name.endswith("/"):
-        raise ValueError(f"{url} does not name an object: use gs://<bucket>/<object>")
-    return _gcs_client(emulator_host(), os.getpid()).bucket(bucket).blob(name)
-
-
-@contextlib.contextmanager
-def _gcs_naming(url: str) -> Iterator[None]:
-    """Turn google-cloud-storage's NotFound (object or bucket) into a FileNotFoundError."""
-    from google.api_core.exceptions import NotFound
-
-    try:
-        yield
-    except NotFound:
-        raise FileNotFoundError(f"{url} does not exist") from None
-
-
-def get_metadata(url: str) -> dict[str, str]:
-    """Custom metadata of a gs:// object (empty dict if it has none)."""
-    blob = _gcs_blob(url)
-    with _gcs_naming(url):
-        blob.reload()
-    return dict(blob.metadata or {})
-
-
-def merge_metadata(url: str, updates: dict[str, str]) -> dict[str, str]:
-    """Add or overwrite keys in a gs:// object's custom metadata, keeping all others.
-
-    Read, merge, patch with generation and metageneration preconditions; when another writer
-    got in between (412), read again and retry with backoff. Values are stored as strings.
-    """
-    import tenacity
-    from google.api_core.exceptions import PreconditionFailed
-
-    blob = _gcs_blob(url)
-    wanted = {str(key): str(value) for key, value in updates.items()}
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(PreconditionFailed),
-        stop=tenacity.stop_after_attempt(METADATA_ATTEMPTS),
-        wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-    )
-    try:
-        for attempt in retrying:
-            with attempt, _gcs_naming(url):
-                blob.reload()
-                current = dict(blob.metadata or {})
-                merged = {**current, **wanted}
-                if merged == current:
-                    return current  # nothing to change: skip the write
-                # The full map is sent: real GCS merges keys on patch, emulators replace
-                # the map; with every key present both end in the same state.
-                blob.metadata = merged
-                # The generation guards against the object being re-uploaded meanwhile: a new
-                # generation starts again at metageneration 1, which could match by chance.
-                blob.patch(
-                    if_generation_match=blob.generation,
-                    if_metageneration_match=blob.metageneration,
-                )
-                return dict(blob.metadata or {})
-    except tenacity.RetryError as error:
-        raise RuntimeError(
-            f"could not update metadata of {url}: another writer changed it on each of "
-            f"{METADATA_ATTEMPTS} attempts; retry later"
-        ) from error.last_attempt.exception()
-    raise AssertionError("unreachable: tenacity either returns or raises")
-
-
-# --- GCS generation preconditions (the output claim) -------------------------------------
-
-
-def gcs_generation(url: str) -> tuple[int, float, str] | None:
-    """(generation, last update as a Unix time, text) of a small gs:// object, or None."""
-    from google.api_core.exceptions import NotFound
-
-    blob = _gcs_blob(url)
-    try:
-        blob.reload()
-        generation, updated = int(blob.generation), blob.updated.timestamp()
-        text = blob.download_as_bytes(if_generation_match=generation).decode(errors="replace")
-    except NotFound:
-        return None
-    return generation, updated, text
-
-
-def gcs_write_if_generation(url: str, data: bytes, generation: int) -> int:
-    """Upload `data` only if the object is at `generation` (0: only if absent); return the
-    new generation. FileExistsError when the object is not at that generation."""
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-
-    blob = _gcs_blob(url)
-    try:
-        blob.upload_from_string(data, if_generation_match=generation)
-    except PreconditionFailed:
-        raise FileExistsError(f"{url} changed (expected generation {generation})") from None
-    except NotFound:
-        raise FileNotFoundError(
-            f"bucket gs://{blob.bucket.name} of {url} does not exist (or these credentials "
-            "cannot see it): create it or fix the URL"
-        ) from None
-    return int(blob.generation)
-
-
-def gcs_delete_if_generation(url: str, generation: int) -> None:
-    """Delete a gs:// object only if it is still at `generation` (else nothing happens)."""
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-
-    with contextlib.suppress(NotFound, PreconditionFailed):
-        _gcs_blob(url).delete(if_generation_match=generation)

@@ -24,35 +24,34 @@ FORMATS = ("jsonl", "parquet")
 KINDS = ("tags", "review", "rejected")
 SUCCESS_NAME = "_SUCCESS.json"
 
-_SCORED = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
-_TIME = pa.timestamp("ms", tz="UTC")
-TAG_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int32()),
-        ("uri", pa.string()),
-        ("content_hash", pa.string()),
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("labels", _SCORED),
-        ("top1", pa.string()),
-        ("score", pa.float64()),
-        ("margin", pa.float64()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("tagged_at", _TIME),
-    ]
-)
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int32()),
-        ("uri", pa.string()),
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("tagged_at", _TIME),
-    ]
+# Each column's type once; a row kind is its list of columns (order = the files' order).
+_COLUMN_TYPES = {
+    "schema_version": pa.int32(),
+    "uri": pa.string(),
+    "content_hash": pa.string(),
+    "model": pa.string(),
+    "model_version": pa.string(),
+    "labels": pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())])),
+    "top1": pa.string(),
+    "score": pa.float64(),
+    "margin": pa.float64(),
+    "status": pa.string(),
+    "reason": pa.string(),
+    "detail": pa.string(),
+    "tagged_at": pa.timestamp("ms", tz="UTC"),
+}
+
+
+def _schema(*columns: str) -> pa.Schema:
+    return pa.schema([(name, _COLUMN_TYPES[name]) for name in columns])
+
+
+TAG_SCHEMA = _schema(
+    "schema_version", "uri", "content_hash", "model", "model_version", "labels", "top1",
+    "score", "margin", "status", "reason", "tagged_at",
+)  # fmt: skip
+REJECTED_SCHEMA = _schema(
+    "schema_version", "uri", "model", "model_version", "status", "reason", "detail", "tagged_at"
 )
 PARQUET_SCHEMAS = {"tags": TAG_SCHEMA, "review": TAG_SCHEMA, "rejected": REJECTED_SCHEMA}
 
@@ -90,16 +89,7 @@ def kind_of(relative: str) -> str | None:
 
 def output_files(out: str) -> list[str]:
     """Every row file of the run in `out`, whatever its format, as paths relative to `out`."""
-    found = []
-    for folder in ("", *KINDS):
-        where = storage.join(out, folder)
-        if folder and not storage.exists(where):
-            continue
-        for url in storage.list_files(where, recursive=False):
-            relative = posixpath.join(folder, url.rsplit("/", 1)[-1])
-            if kind_of(relative):
-                found.append(relative)
-    return sorted(found)
+    return sorted(relative for relative in storage.shallow_files(out, KINDS) if kind_of(relative))
 
 
 def to_parquet_row(row: dict, kind: str) -> dict:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from components.common.settings import fraction, setting
 
+NAMESPACE = "gallerytag.tag"  # of tagging's Beam metrics: counters and live progress
+
 
 @dataclass(frozen=True)
 class TagConfig:

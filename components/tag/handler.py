@@ -66,15 +66,8 @@ class OpenVINOImageHandler(KerasImageHandler):
     """Loads a tagger's OpenVINO IR (model.xml + model.bin) once per worker process and
     predicts stacked image batches on the CPU plugin, as KerasImageHandler does with Keras."""
 
-    def __init__(
-        self,
-        model_file: str,
-        min_batch_size: int = 8,
-        max_batch_size: int = 64,
-        threads: int | None = None,
-        precision: str = "f32",
-    ) -> None:
-        super().__init__(model_file, min_batch_size, max_batch_size, threads)
+    def __init__(self, model_file: str, *, precision: str = "f32", **options: Any) -> None:
+        super().__init__(model_file, **options)  # batch sizes and threads as for Keras
         self.precision = precision  # f32 matches Keras; bf16 only when asked for
 
     def load_model(self) -> Any:

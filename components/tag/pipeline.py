@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,20 +17,25 @@ from dataclasses import asdict, dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.common import beam_io, beam_progress, progress, runners, storage, tag_rows
+from components.common import beam_io, beam_progress, progress, storage, tag_rows
 from components.common.claim import OutputClaim, claim_output
 from components.common.images import DecodeLimits, ImageRejected, content_hash, load_for_model
 from components.common.tracking import TaggerSpec, check_model_file
-from components.tag.config import TagOutputs
-from components.tag.handler import KerasImageHandler, OpenVINOImageHandler
+from components.tag.config import NAMESPACE, TagOutputs
 from components.tag.outputs import WriteRows
-from components.tag.policy import ROW_SCHEMA_VERSION, TagPolicy, rejected_row, tag_row
+from components.tag.policy import TagPolicy, rejected_row, tag_row
+from components.tag.previous import policy_record, read_previous_rows
 from components.tag.runtime import RuntimeChoice, choose_runtime
+from components.tag.workers import (
+    inference_threads,
+    model_handler,
+    stage_model_for_workers,
+    stage_runtime_for_workers,
+)
+from components.tag.writeback import CopyToLabelFolder, WriteObjectMetadata
 
 log = logging.getLogger(__name__)
-NAMESPACE = "gallerytag.tag"
 SUCCESS_NAME = tag_rows.SUCCESS_NAME
 
 
@@ -104,100 +108,11 @@ def failed_batch_rows(failure: tuple, tagger: TaggerSpec) -> Iterator[dict]:
         yield rejected_row(uri, "inference_failed", repr(error), tagger.uri, tagger.version)
 
 
-def policy_record(policy: TagPolicy) -> dict:
-    """The policy as _SUCCESS.json records it, in JSON types (to compare with a read one)."""
-    return json.loads(json.dumps(policy.as_record(), sort_keys=True))
-
-
-def read_previous_rows(
-    pipeline: beam.Pipeline, out: str, tagger: TaggerSpec, policy: TagPolicy
-) -> beam.PCollection:
-    """(uri, row) of the last complete output's rows made by this very model version under
-    this very policy. A row's status came from its run's policy and a row keeps only its
-    top labels, so under another policy nothing is carried: every image is tagged again."""
-    success = storage.join(out, SUCCESS_NAME)
-    if not storage.exists(success):
-        return pipeline | "NoPreviousRows" >> beam.Create([])
-    previous_policy = json.loads(storage.read_text(success)).get("policy")
-    if previous_policy != policy_record(policy):
-        log.warning("the tag policy differs from the previous run's: re-tagging every image")
-        return pipeline | "NoPreviousRows" >> beam.Create([])
-    shards = [
-        storage.join(out, relative)
-        for relative in tag_rows.output_files(out)
-        if tag_rows.kind_of(relative) == "tags"
-    ]
-    jsonl = [u for u in shards if u.endswith(".jsonl")]
-    parquet = [u for u in shards if u.endswith(".parquet")]
-    parts = []
-    if jsonl:
-        parts.append(
-            pipeline
-            | "PreviousJsonl" >> beam.Create(jsonl)
-            | "ReadPreviousJsonl" >> beam.io.ReadAllFromText()
-            | "ParsePrevious" >> beam.Map(json.loads)
-        )
-    if parquet:
-        parts.append(
-            pipeline
-            | "PreviousParquet" >> beam.Create(parquet)
-            | "ReadPreviousParquet" >> beam.io.ReadAllFromParquet()
-            | "AsJsonRows" >> beam.Map(tag_rows.from_parquet_row)
-        )
-    if not parts:
-        return pipeline | "NoPreviousShards" >> beam.Create([])
-    return (
-        parts
-        | "AllPrevious" >> beam.Flatten()
-        # Rows of an older row schema lack fields (v1: `tagged_at`): those images are tagged again.
-        | "SameModelAndSchema"
-        >> beam.Filter(
-            lambda row: (
-                row["model_version"] == tagger.version
-                and row["model"] == tagger.uri
-                and row.get("schema_version") == ROW_SCHEMA_VERSION
-            )
-        )
-        | "KeyPreviousByUri" >> beam.Map(lambda row: (row["uri"], row))
-    )
-
-
-class CopyToLabelFolder(beam.DoFn):
-    """Copy a tagged image into <root>/<label>/ (or <root>/_review/<label>/)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-
-    def process(self, row: dict) -> Iterator[dict]:
-        """Copy, naming the file by content hash + original name so names never collide."""
-        folder = row["top1"] if row["status"] == "auto" else f"_review/{row['top1']}"
-        name = f"{row['content_hash'][:12]}_{row['uri'].rsplit('/', 1)[-1]}"
-        target = storage.join(self.root, folder, name)
-        if not storage.is_within(self.root, target):
-            raise ValueError(f"refusing to copy {row['uri']} to {target}: outside {self.root}")
-        storage.copy(row["uri"], target)
-        yield row
-
-
-class WriteObjectMetadata(beam.DoFn):
-    """Merge the tag into the gs:// object's custom metadata, keeping every other key."""
-
-    def process(self, row: dict) -> Iterator[dict]:
-        """Idempotent: the same tags merged twice leave the object unchanged."""
-        storage.merge_metadata(row["uri"], metadata_for(row))
-        Metrics.counter(NAMESPACE, "metadata_written").inc()
-        yield row
-
-
-def metadata_for(row: dict) -> dict[str, str]:
-    """The custom-metadata keys gallerytag owns on a tagged object."""
-    return {
-        "gallerytag-label": row["top1"],
-        "gallerytag-score": f"{row['score']:.4f}",
-        "gallerytag-status": row["status"],
-        "gallerytag-model": row["model"],
-        "gallerytag-model-version": row["model_version"] or "",
-    }
+def prediction_row(keyed: tuple, tagger: TaggerSpec, policy: TagPolicy) -> dict:
+    """The tag row of one RunInference result ((uri, content hash), PredictionResult)."""
+    (uri, digest), result = keyed
+    return tag_row(uri, digest, result.inference, tagger.labels, policy, tagger.uri,
+                   tagger.version, tagger.multi_label)  # fmt: skip
 
 
 def excluded_prefixes(source: str, staging: str, outputs: TagOutputs) -> list[str]:
@@ -256,18 +171,7 @@ def build_pipeline(
     predictions, dead_letter = (
         decoded.images | "RunInference" >> RunInference(handler).with_exception_handling()
     )
-    fresh = predictions | "ToTagRow" >> beam.Map(
-        lambda keyed: tag_row(
-            keyed[0][0],
-            keyed[0][1],
-            keyed[1].inference,
-            tagger.labels,
-            policy,
-            tagger.uri,
-            tagger.version,
-            tagger.multi_label,
-        )
-    )
+    fresh = predictions | "ToTagRow" >> beam.Map(prediction_row, tagger, policy)
     if outputs.write_metadata:
         fresh = fresh | "WriteObjectMetadata" >> beam.ParDo(WriteObjectMetadata())
     rows = (fresh, decoded[ReadAndDecode.CARRIED]) | "AllRows" >> beam.Flatten()
@@ -293,64 +197,6 @@ def build_pipeline(
         | "CollectCounts" >> beam.combiners.ToDict()
     )  # fmt: skip
     beam_io.write_json_value(counts, storage.join(staging, "_counts.json"), "Counts")
-
-
-def model_handler(
-    tagger: TaggerSpec, runtime: RuntimeChoice | None, threads: int | None
-) -> KerasImageHandler:
-    """The RunInference handler of the chosen runtime."""
-    if runtime is None or runtime.name == "keras":
-        return KerasImageHandler(runtime.model_file if runtime else tagger.model_file,
-                                 threads=threads)  # fmt: skip
-    return OpenVINOImageHandler(runtime.model_file, threads=threads, precision=runtime.precision)
-
-
-def inference_threads(beam_args: list[str]) -> int | None:
-    """TF threads per worker process with the local multi-processing runner, so that its
-    one-process-per-core workers do not each start a pool as wide as the machine (measured:
-    +3.7% images/s on 2 cores); None (TF's default) for any other runner or mode."""
-    options = PipelineOptions(beam_io.default_beam_args(beam_args)).get_all_options()
-    if not runners.is_local(beam_args) or options.get("direct_running_mode") != "multi_processing":
-        return None
-    cores = os.cpu_count() or 1
-    workers = options.get("direct_num_workers") or cores
-    return max(1, cores // workers)
-
-
-def stage_model_for_workers(tagger: TaggerSpec, beam_args: list[str]) -> TaggerSpec:
-    """On a remote runner, copy the model file to --temp_location so workers can load it."""
-    staged = stage_file_for_workers(tagger.model_file, beam_args)
-    return tagger if staged == tagger.model_file else dataclasses.replace(tagger, model_file=staged)
-
-
-def stage_runtime_for_workers(runtime: RuntimeChoice, beam_args: list[str]) -> RuntimeChoice:
-    """On a remote runner, ship the runtime's files (an IR: model.xml and model.bin)."""
-    if runtime.name == "keras" or "://" in runtime.model_file:
-        return runtime
-    staged = stage_file_for_workers(runtime.model_file, beam_args)
-    if staged != runtime.model_file:
-        stage_file_for_workers(runtime.model_file[: -len(".xml")] + ".bin", beam_args,
-                               name=staged.rsplit("/", 1)[-1][: -len(".xml")] + ".bin")  # fmt: skip
-    return dataclasses.replace(runtime, model_file=staged)
-
-
-def stage_file_for_workers(path: str, beam_args: list[str], name: str | None = None) -> str:
-    """On a remote runner, copy a local model file to --temp_location (named by its content
-    hash, or `name`) and return the copy's URL; on a local runner the path itself."""
-    if runners.is_local(beam_args) or "://" in path:
-        return path
-    temp = PipelineOptions(beam_args).get_all_options().get("temp_location")
-    if not temp:
-        runner = runners.runner_name(beam_args)
-        raise ValueError(f"--runner {runner} needs --temp_location gs://... to ship the model")
-    if name is None:
-        with open(path, "rb") as stream:
-            digest = content_hash(stream.read())
-        name = f"{digest[:16]}{os.path.splitext(path)[1]}"
-    staged = storage.join(temp, "gallerytag-models", name)
-    if not storage.exists(staged):
-        storage.copy(path, staged)
-    return staged
 
 
 def run(

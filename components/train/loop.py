@@ -105,3 +105,26 @@ def evaluate(model: keras.Model, batches: tf.data.Dataset, loss_fn: Callable) ->
         "accuracy": totals["correct"] / count,
         "top3_accuracy": totals["correct_top3"] / count,
     }
+
+
+def smoothed_loss(n_classes: int, smoothing: float):
+    """Cross-entropy on integer labels with label smoothing (softmax outputs)."""
+    categorical = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+    def loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        return categorical(tf.one_hot(labels, n_classes), probabilities)
+
+    return loss
+
+
+def epoch_metrics(stats: EpochStats, validation: dict, lr: float) -> dict[str, float]:
+    """What one epoch logs: training figures, validation figures, learning rate."""
+    metrics = {
+        "loss": stats.loss,
+        "accuracy": stats.accuracy,
+        # Horovod: the rate the optimiser used (per-worker rate x workers, warmed up).
+        "learning_rate_effective": lr,
+        "images_per_second": stats.images_per_second,
+    }
+    metrics.update({f"val_{key}": value for key, value in validation.items()})
+    return metrics
