@@ -155,7 +155,7 @@ def test_two_gcs_claims_racing_exactly_one_wins(fake_gcs_bucket: str, monkeypatc
         thread.start()
     for thread in threads:
         thread.join(60)
-    monkeypatch.setattr(storage, "gcs_generation", real_generation)
+    monkeypatch.setattr(gcs, "generation_of", real_generation)
     winners = [o for o in outcomes if isinstance(o, claim.OutputClaim)]
     losers = [o for o in outcomes if not isinstance(o, claim.OutputClaim)]
     try:
