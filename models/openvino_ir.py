@@ -82,6 +82,11 @@ class CompiledTagger:
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(ir_file, weights), "CPU", config)
         self.precision = precision
+        # What the plugin really runs: asked for bf16 on a CPU it cannot do bf16 on (x86
+        # without AVX-512) it keeps f32 instead of failing, so the request alone proves nothing.
+        self.inference_precision = str(
+            self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        )
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._queue = ov.AsyncInferQueue(self.compiled, self.requests)
         results: dict[int, np.ndarray] = {}

@@ -203,6 +203,8 @@ def test_report_metrics_and_mlflow(
     } <= artifacts  # fmt: skip
     assert "probe-floor" in parser.ids and "policy" in parser.ids
     assert summary["probe"]["unavailable"]  # a toy backbone: no pretrained probe to fit
+    assert summary["precision"] == "f32" and summary["reduced_precision"] is None
+    assert "reduced-precision" not in parser.ids and "test_top1_bf16" not in run.data.metrics
 
     # The tag step takes its policy from this evaluation by default (target 0.5 is met by
     # keeping everything, so every bar is 0 and nothing goes to review).
@@ -228,6 +230,81 @@ def test_report_metrics_and_mlflow(
     success = json.loads((tmp_path / "tags" / "_SUCCESS.json").read_text())
     assert success["policy"]["origin"]["source"] == "evaluation"
     assert success["policy"]["origin"]["expected"]["coverage"] == 1.0
+
+
+def test_bf16_cost_is_measured_beside_the_f32_figures(
+    noisy_dataset: str, good_model, tracking_env: str, tmp_path: Path
+) -> None:
+    """`evaluate --precision bf16` also scores the model through OpenVINO in bf16 (the IR
+    exported on the fly, as `tag` does for a version without one): the cost is in
+    evaluation.json, predictions.json, the report, MLflow and the CLI line, consistent with
+    the per-image predictions; the f32 figures stay Keras's."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from gallerytag.cli import cli
+    from models.openvino_ir import CompiledTagger, export_openvino
+
+    name = f"bf16-{uuid.uuid4().hex[:6]}"
+    uri = register(good_model, name, list(LABELS))
+    out = tmp_path / "evaluation"
+    result = CliRunner().invoke(cli, [
+        "evaluate", "--model", uri, "--data", noisy_dataset, "--out", str(out),
+        "--precision", "bf16", "--no-probe", "--gradcam-per-class", "0", "--target-precision",
+        "0.5",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "evaluation.json").read_text())
+    predictions = json.loads((out / "predictions.json").read_text())
+    cost = summary["reduced_precision"]
+    labels, exact = np.array(predictions["labels"]), np.array(predictions["predicted"])
+    lowered = np.array(predictions["predicted_bf16"])
+    assert summary["precision"] == "bf16" and len(lowered) == len(labels) == summary["images"]
+    assert cost["top1"]["value"] == pytest.approx(np.mean(lowered == labels))
+    assert cost["top1"]["low"] <= cost["top1"]["value"] <= cost["top1"]["high"]
+    assert 0.0 <= cost["top1_agreement"] <= 1.0
+    assert cost["top1_agreement"] == pytest.approx(np.mean(lowered == exact))
+    for key in ("top1", "top3"):
+        difference = cost[key]["value"] - summary[key]["value"]
+        assert cost[f"{key}_difference"] == pytest.approx(difference)
+    # The f32 figures are Keras's own, as without --precision.
+    images, truth = split_arrays(noisy_dataset, "test")
+    keras_scores = np.asarray(good_model.predict_on_batch(images))
+    assert np.array_equal(truth, labels)
+    assert summary["top1"]["value"] == pytest.approx(np.mean(keras_scores.argmax(1) == truth))
+    # The same network compiled here in bf16 says what the CPU runs; a real bf16 run moves
+    # the probabilities (bf16 keeps 8 bits of mantissa), a fallback to f32 does not.
+    compiled = CompiledTagger(
+        str(export_openvino(good_model, tmp_path / "ir", {})), precision="bf16"
+    )
+    assert cost["ran_as"] == compiled.inference_precision
+    assert cost["fell_back"] == (compiled.inference_precision != "bf16")
+    if cost["fell_back"]:
+        assert cost["max_abs_dp"] <= 1e-4 and "no bf16 support" in result.output
+    else:
+        assert 1e-6 < cost["max_abs_dp"] < 0.2
+        own = compiled.predict(images.astype(np.float32))
+        assert np.mean(own.argmax(1) == lowered) >= 0.95  # bf16 predictions of this model
+    print("bf16 cost:", {k: v for k, v in cost.items() if k != "note"}, cost["note"])
+
+    assert f"test in bf16: top-1 {cost['top1']['value']:.4f}" in result.output
+    assert f"top-1 agreement {cost['top1_agreement']:.4f}" in result.output
+    html = (out / "report.html").read_text()
+    parser = Sections()
+    parser.feed(html)
+    assert "reduced-precision" in parser.ids
+    assert f"top-1 {cost['top1']['value'] * 100:.1f}%" in html
+    run_id = mlflow.MlflowClient().get_model_version(name, uri.rsplit("/", 1)[1]).run_id
+    metrics = mlflow.get_run(run_id).data.metrics
+    assert metrics["test_top1"] == pytest.approx(summary["top1"]["value"])
+    if not cost["fell_back"]:
+        assert metrics["test_top1_bf16"] == pytest.approx(cost["top1"]["value"])
+        assert metrics["test_top3_bf16"] == pytest.approx(cost["top3"]["value"])
+        assert metrics["test_top1_bf16_difference"] == pytest.approx(cost["top1_difference"])
+        assert metrics["test_top1_bf16_agreement"] == pytest.approx(cost["top1_agreement"])
+        assert metrics["test_bf16_max_abs_dp"] == pytest.approx(cost["max_abs_dp"])
+    else:
+        assert "test_top1_bf16" not in metrics  # f32 figures are not logged as bf16's
 
 
 REPORT_SCREENSHOT = Path(__file__).parents[1] / "docs" / "images" / "report.png"

@@ -227,7 +227,7 @@ def test_evaluation_reports_images_predicted(monkeypatch) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from components.evaluate.run import predict
+    from components.evaluate.scoring import predict
     from tests.test_evaluate import tiny_tagger
 
     monkeypatch.setenv(progress.INTERVAL_ENV, "0.05")

@@ -146,6 +146,7 @@ def test_runtime_choice_rules(tiny: TaggerSpec, job_cache: str, tmp_path: Path) 
     import shutil
 
     from components.tag.runtime import RuntimeUnavailable, choose_runtime
+    from models import openvino_ir
 
     assert choose_runtime(tiny, "keras").model_file == tiny.model_file
     with pytest.raises(ValueError, match="--runtime openvino"):
@@ -159,6 +160,9 @@ def test_runtime_choice_rules(tiny: TaggerSpec, job_cache: str, tmp_path: Path) 
     assert first.model_file.endswith("model.xml")
     again = choose_runtime(tiny, "auto", "bf16", job_cache)
     assert "exported earlier" in again.reason and again.label == "openvino-bf16"
+    # OpenVINO keeps f32 without a word on a CPU with no bf16: the choice says so.
+    ran = openvino_ir.CompiledTagger(again.model_file, precision="bf16").inference_precision
+    assert ("no bf16 support" in again.reason) == (ran != "bf16"), (ran, again.reason)
     logged = tmp_path / "logged"
     shutil.copytree(Path(first.model_file).parent, logged)
     (logged / "gallerytag.json").write_text(json.dumps({"keras_sha256": "another model"}))

@@ -52,6 +52,19 @@ def evaluate(
             f"fine-tuned {result.top1:.4f} vs linear probe {result.probe_top1:.4f} "
             f"({gain:+.4f}): the model {verdict} its frozen backbone"
         )
+    if result.reduced:
+        click.echo(precision_line(result.reduced, split, k))
+
+
+def precision_line(cost: dict, split: str, k: int) -> str:
+    """The reduced-precision figures in one line, saying when the CPU kept f32."""
+    name = cost["precision"] if not cost["fell_back"] else f"{cost['precision']} (ran f32)"
+    return (
+        f"{split} in {name}: top-1 {cost['top1']['value']:.4f} ({cost['top1_difference']:+.4f} "
+        f"vs f32), top-{k} {cost[f'top{k}']['value']:.4f} ({cost[f'top{k}_difference']:+.4f}), "
+        f"top-1 agreement {cost['top1_agreement']:.4f}, max |dp| {cost['max_abs_dp']:.2g}; "
+        f"{cost['note']}"
+    )
 
 
 @click.command()

@@ -49,6 +49,13 @@ class EvaluateConfig:
     probe: bool = setting(
         True, "Also fit and score the linear probe on the frozen backbone (the floor)."
     )
+    precision: str = setting(
+        "f32",
+        "bf16: also score the model through the OpenVINO bf16 path of `gallerytag tag "
+        "--precision bf16` and report what it costs (top-1/top-k, agreement, max |dp|) "
+        "beside the f32 figures, which stay as they are.",
+        choices=("f32", "bf16"),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_precision <= 1.0:

@@ -19,9 +19,9 @@ from components.evaluate.run import (
     EVALUATION_FILE,
     PREDICTIONS_FILE,
     check_compatible,
-    predict,
     require_split,
 )
+from components.evaluate.scoring import predict
 
 GATE_TAG = "gallerytag.gate"
 JUDGED_AGAINST_TAG = "gallerytag.gate.champion"  # version the gate compared with ("" = none)

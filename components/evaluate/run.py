@@ -1,6 +1,7 @@
 """Evaluate a tagger on a dataset: metrics with intervals, threshold table, calibration,
 Grad-CAM panels and label-noise suspects; write them (JSON + HTML report) and log them to the
-model's MLflow run. The maths lives in core / suspects / gradcam; this module wires it."""
+model's MLflow run. The maths lives in core / suspects / gradcam, the predictions in
+scoring; this module wires them."""
 
 from __future__ import annotations
 
@@ -15,28 +16,24 @@ import numpy as np
 from components.common import dataset, progress, storage
 from components.common.policy_file import POLICY_FILE
 from components.common.tracking import TaggerSpec, fetch_tagger
-from components.evaluate import core, report
-from components.evaluate.config import EvaluateConfig, SuspectConfig
+from components.evaluate import report
+from components.evaluate.config import EvaluateConfig
 from components.evaluate.floor import ProbeFloor, measure_probe
+from components.evaluate.scoring import (
+    Predictions,
+    compute_metrics,
+    panel_keeper,
+    precision_cost,
+    predict,
+    reduced_scorer,
+    suspect_keeper,
+)
 from components.evaluate.suspects import find_suspects
-from components.evaluate.tag_policy import derive_policy
 
 EVALUATION_FILE = "evaluation.json"
 SUSPECTS_FILE = "suspects.jsonl"
 PREDICTIONS_FILE = "predictions.json"  # per-image labels and top-1, for the gate to reuse
 REPORT_FILE = "report.html"
-MAX_KEPT_SUSPECT_IMAGES = 2000  # contradicted images whose pixels are kept for the report
-
-
-@dataclass
-class Predictions:
-    """A model's outputs over one or more splits, row-aligned."""
-
-    probabilities: np.ndarray
-    labels: np.ndarray
-    embeddings: np.ndarray
-    uris: list[str]
-    images: dict[int, np.ndarray]  # a few rows' pixels, for panels
 
 
 @dataclass(frozen=True)
@@ -53,76 +50,7 @@ class EvaluationResult:
     report: str
     probe_top1: float | None = None  # None when the probe could not be measured
     probe_note: str | None = None  # why not
-
-
-def feature_model(model):
-    """The tagger with a second output: the backbone's pooled embedding."""
-    import keras
-
-    nested = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.Model)]
-    if not nested or nested[0] + 1 >= len(model.layers):
-        raise ValueError(f"{model.name} is not a backbone + head tagger")
-    embedding = model.layers[nested[0] + 1].input
-    return keras.Model(model.inputs, [embedding, *model.outputs])
-
-
-def predict(model, batches, keep, shown: progress.Progress | None = None) -> Predictions:
-    """Run the model over `batches`; `keep(row, label, predicted, confidence)` says which
-    rows' pixels to hold on to; `shown` displays the images done."""
-    extractor = feature_model(model)
-    probabilities, labels, embeddings, uris, images = [], [], [], [], {}
-    for batch in batches:
-        embedded, probs = extractor.predict_on_batch(batch["image"])
-        batch_labels = batch["label"].numpy()
-        start = sum(len(chunk) for chunk in labels)
-        for offset, (label, row) in enumerate(zip(batch_labels, probs, strict=True)):
-            predicted = int(row.argmax())
-            if keep(int(label), predicted, float(row[predicted])):
-                images[start + offset] = batch["image"][offset].numpy().astype(np.uint8)
-        probabilities.append(probs)
-        labels.append(batch_labels)
-        embeddings.append(embedded)
-        uris.extend(uri.decode() for uri in batch["uri"].numpy())
-        if shown is not None:
-            shown.update(len(uris))
-    if shown is not None:
-        shown.close()
-    if not labels:
-        raise dataset.DatasetError("no images were read from the split's shards")
-    return Predictions(
-        np.concatenate(probabilities),
-        np.concatenate(labels),
-        np.concatenate(embeddings),
-        uris,
-        images,
-    )
-
-
-def panel_keeper(n_classes: int, per_class: int):
-    """Keep the first `per_class` right and wrong predictions of each true label."""
-    slots = {(label, right): per_class for label in range(n_classes) for right in (True, False)}
-
-    def keep(label: int, predicted: int, _confidence: float) -> bool:
-        key = (label, label == predicted)
-        if slots.get(key, 0) <= 0:
-            return False
-        slots[key] -= 1
-        return True
-
-    return keep
-
-
-def suspect_keeper(config: SuspectConfig):
-    """Keep pixels of confidently contradicted images (the only possible suspects)."""
-    budget = [MAX_KEPT_SUSPECT_IMAGES]
-
-    def keep(label: int, predicted: int, confidence: float) -> bool:
-        if label == predicted or confidence < config.min_confidence or budget[0] <= 0:
-            return False
-        budget[0] -= 1
-        return True
-
-    return keep
+    reduced: dict | None = None  # precision_cost's figures, with --precision bf16
 
 
 def check_compatible(tagger: TaggerSpec, manifest: dataset.Manifest, dataset_dir: str) -> None:
@@ -148,44 +76,6 @@ def require_split(manifest: dataset.Manifest, dataset_dir: str, split: str) -> N
             f"{dataset_dir} has no '{split}' images to evaluate on; re-ingest with a non-zero "
             f"{split} ratio or more images"
         )
-
-
-def compute_metrics(
-    predictions: Predictions, names: list[str], config: EvaluateConfig
-) -> dict[str, object]:
-    """Every figure of the report, as plain JSON-ready values."""
-    probabilities, labels = predictions.probabilities, predictions.labels
-    n = len(labels)
-    top1 = core.wilson_interval(int(core.top_k_correct(probabilities, labels, 1).sum()), n)
-    topk = core.wilson_interval(int(core.top_k_correct(probabilities, labels, config.k).sum()), n)
-    per_class, averages = core.per_class_table(probabilities, labels, names)
-    thresholds = {
-        kind: core.threshold_table(probabilities, labels, kind) for kind in ("confidence", "margin")
-    }
-    calibration = core.calibration(probabilities, labels)
-    curves = core.pr_curves(probabilities, labels)
-    return {
-        "images": n,
-        "top1": top1.as_dict(),
-        f"top{config.k}": topk.as_dict(),
-        "k": config.k,
-        "per_class": per_class,
-        "averages": averages,
-        "confusion": core.confusion(probabilities, labels, len(names)).tolist(),
-        "average_precision": {
-            name: (curve["average_precision"] if curve else None)
-            for name, curve in zip(names, curves, strict=True)
-        },
-        "thresholds": thresholds,
-        "policy": derive_policy(
-            probabilities, labels, names, config.target_precision, config.min_label_support
-        ),
-        "ece": calibration.ece,
-        "_top1": top1,
-        "_topk": topk,
-        "_calibration": calibration,
-        "_curves": curves,
-    }
 
 
 def block_prefixes(backbone: str) -> tuple[str, ...]:
@@ -360,6 +250,16 @@ def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, d
         values[f"{split}_top1_gain_over_probe"] = metrics["gain_over_probe"]
     for row in metrics["per_class"]:
         values[metric_key(f"{split}_recall.{row['label']}")] = row["recall"]
+    reduced = metrics.get("reduced_precision")
+    if reduced and not reduced["fell_back"]:  # f32 figures under a bf16 name would mislead
+        p, k = reduced["precision"], metrics["k"]
+        values |= {
+            f"{split}_top1_{p}": reduced["top1"]["value"],
+            f"{split}_top{k}_{p}": reduced[f"top{k}"]["value"],
+            f"{split}_top1_{p}_difference": reduced["top1_difference"],
+            f"{split}_top1_{p}_agreement": reduced["top1_agreement"],
+            f"{split}_{p}_max_abs_dp": reduced["max_abs_dp"],
+        }
     with mlflow.start_run(run_id=tagger.run_id):
         if data is not None:
             lineage.log_dataset_input(data, "evaluation")
@@ -384,6 +284,8 @@ def evaluate(
         tagger = fetch_tagger(model_uri, tmp)
         check_compatible(tagger, manifest, dataset_dir)
         model = tagger.load()
+        # Compiled while the IR (downloaded with the version, or exported here) is on disk.
+        lowered = reduced_scorer(tagger, config.precision, tmp)
     files = dataset.shard_paths(dataset_dir, manifest, config.split)
     from components.common import tfdata  # TensorFlow loads only when data is read
 
@@ -391,7 +293,8 @@ def evaluate(
     shown = progress.Progress(
         f"evaluate {config.split}", "images", manifest.split_size(config.split)
     )
-    test = predict(model, batches, panel_keeper(len(names), config.gradcam_per_class), shown)
+    keep = panel_keeper(len(names), config.gradcam_per_class)
+    test = predict(model, batches, keep, shown, lowered)
     metrics = compute_metrics(test, names, config)
     suspects, suspect_images = suspects_of(model, dataset_dir, manifest, names, config)
     floor = (
@@ -414,6 +317,8 @@ def evaluate(
         "gain_over_probe": (
             round(metrics["_top1"].value - floor.top1.value, 6) if floor.top1 else None
         ),
+        "precision": config.precision,
+        "reduced_precision": precision_cost(test, lowered, config.k) if lowered else None,
     }
     panels, explained = gradcam_panels(model, test, names, block_prefixes(tagger.backbone))
     history = training_history(tagger.run_id)
@@ -461,6 +366,8 @@ def evaluate(
         "predicted": test.probabilities.argmax(axis=1).tolist(),
         "probe_top1": floor.top1.value if floor.top1 else None,
     }
+    if lowered:
+        predictions[f"predicted_{lowered.precision}"] = test.reduced.argmax(axis=1).tolist()
     storage.write_text(storage.join(out_dir, PREDICTIONS_FILE), json.dumps(predictions))
     storage.write_text(
         storage.join(out_dir, SUSPECTS_FILE),
@@ -483,4 +390,5 @@ def evaluate(
         report=report_path,
         probe_top1=floor.top1.value if floor.top1 else None,
         probe_note=floor.unavailable,
+        reduced=summary["reduced_precision"],
     )
