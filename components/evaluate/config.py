@@ -49,12 +49,14 @@ class EvaluateConfig:
     probe: bool = setting(
         True, "Also fit and score the linear probe on the frozen backbone (the floor)."
     )
-    precision: str = setting(
+    # Not `precision`: option names are unique across the run file's sections (tag has one).
+    score_precision: str = setting(
         "f32",
         "bf16: also score the model through the OpenVINO bf16 path of `gallerytag tag "
         "--precision bf16` and report what it costs (top-1/top-k, agreement, max |dp|) "
         "beside the f32 figures, which stay as they are.",
         choices=("f32", "bf16"),
+        aliases=("--precision",),
     )
 
     def __post_init__(self) -> None:

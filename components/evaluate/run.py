@@ -285,7 +285,7 @@ def evaluate(
         check_compatible(tagger, manifest, dataset_dir)
         model = tagger.load()
         # Compiled while the IR (downloaded with the version, or exported here) is on disk.
-        lowered = reduced_scorer(tagger, config.precision, tmp)
+        lowered = reduced_scorer(tagger, config.score_precision, tmp)
     files = dataset.shard_paths(dataset_dir, manifest, config.split)
     from components.common import tfdata  # TensorFlow loads only when data is read
 
@@ -317,7 +317,7 @@ def evaluate(
         "gain_over_probe": (
             round(metrics["_top1"].value - floor.top1.value, 6) if floor.top1 else None
         ),
-        "precision": config.precision,
+        "precision": config.score_precision,
         "reduced_precision": precision_cost(test, lowered, config.k) if lowered else None,
     }
     panels, explained = gradcam_panels(model, test, names, block_prefixes(tagger.backbone))
