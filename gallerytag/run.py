@@ -196,6 +196,10 @@ def evaluate_step(config: RunConfig, model_uri: str, dataset_dir: str, out: str)
     result = evaluate(model_uri, dataset_dir, out, config.evaluate)
     probe = "" if result.probe_top1 is None else f" vs linear probe {result.probe_top1:.4f}"
     click.echo(f"[evaluate] top-1 {result.top1:.4f}{probe}; report {result.report}")
+    if result.reduced:
+        from components.evaluate.cli import precision_line
+
+        click.echo(f"[evaluate] {precision_line(result.reduced, config.evaluate.split, result.k)}")
     return {"top1": result.top1, "probe_top1": result.probe_top1, "report": str(result.report)}
 
 
