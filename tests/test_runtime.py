@@ -185,6 +185,26 @@ def test_bf16_run_says_so(tiny: TaggerSpec, job_cache: str, tmp_path: Path) -> N
     assert json.loads((tmp_path / "b" / "_SUCCESS.json").read_text())["runtime"] == "openvino-bf16"
 
 
+def test_evaluate_scores_bf16_through_the_tag_path(tiny: TaggerSpec, job_cache: str) -> None:
+    """evaluate's bf16 scorer takes the IR the tag runtime takes (this job's export) and
+    gives the tag worker's bf16 scores exactly; without an IR to run it names the fix."""
+    from components.evaluate.scoring import reduced_scorer
+    from components.tag.handler import OpenVINOImageHandler
+    from components.tag.runtime import RuntimeUnavailable, choose_runtime
+
+    tag_choice = choose_runtime(tiny, "openvino", "bf16", job_cache)
+    scorer = reduced_scorer(tiny, "bf16", job_cache)
+    assert scorer is not None and "exported earlier in this job" in scorer.origin
+    handler = OpenVINOImageHandler(tag_choice.model_file, precision="bf16")
+    images = np.stack([pattern_image(k % 3, seed=300 + k, size=32) for k in range(12)])
+    batch = images.astype(np.float32)
+    assert np.array_equal(scorer.predict(batch), handler.predict(handler.load_model(), batch))
+    assert scorer.ran_as == handler.load_model().inference_precision
+    assert reduced_scorer(tiny, "f32", job_cache) is None  # f32 is Keras's own scoring
+    with pytest.raises(RuntimeUnavailable, match="evaluate with --precision f32"):
+        reduced_scorer(tiny, "bf16", "")  # no IR logged, nowhere to export one
+
+
 def test_registered_version_carries_its_ir(tiny: TaggerSpec, tracking_env: str, tmp_path) -> None:
     """At registration the IR is logged into the model version; fetch_tagger finds it and
     the tag step uses it instead of exporting again."""
