@@ -181,3 +181,33 @@ def test_metric_keys_stay_within_mlflow_limits() -> None:
     assert metric_key(f"test_recall.{long_a}") != metric_key(f"test_recall.{long_b}")
     assert metric_key("test_recall.café:1") == "test_recall.caf__1"
     assert metric_key("test_top1") == "test_top1"
+
+
+@pytest.mark.parametrize("ran_as", ["bf16", "f32"])
+def test_precision_cost_by_hand(ran_as: str) -> None:
+    """The reduced-precision figures on the four images, and the wording when OpenVINO
+    kept f32 on a CPU without bf16 (the outputs must not pass f32 off as bf16)."""
+    from components.evaluate.cli import precision_line
+    from components.evaluate.scoring import Predictions, ReducedScorer, precision_cost
+
+    lowered = np.array(
+        [
+            [0.7, 0.2, 0.1],  # as in f32: right
+            [0.1, 0.4, 0.5],  # now wrong (2), truth still in the top 2
+            [0.3, 0.6, 0.1],  # now right (1)
+            [0.3, 0.25, 0.45],  # still wrong (2), but truth 0 is now in the top 2
+        ]
+    )
+    found = Predictions(PROBS, LABELS, np.zeros((4, 1)), ["a", "b", "c", "d"], {}, lowered)
+    scorer = ReducedScorer("bf16", ran_as, "exported here", lambda batch: batch)
+    cost = precision_cost(found, scorer, 2)
+    assert cost["top1"]["value"] == 0.5 and cost["top1_difference"] == 0.0  # 2 right either way
+    assert cost["top1_agreement"] == 0.5  # images 1 and 2 changed their first guess
+    assert cost["top2"]["value"] == 1.0 and cost["top2_difference"] == pytest.approx(0.25)
+    assert cost["max_abs_dp"] == pytest.approx(0.3)
+    line = precision_line(cost, "test", 2)
+    assert line.startswith("test in bf16") and "top-1 agreement 0.5000" in line
+    assert cost["fell_back"] == (ran_as == "f32")
+    assert ("(ran f32)" in line) == cost["fell_back"] == ("no bf16 support" in cost["note"])
+    with pytest.raises(ValueError, match="do not cover"):
+        precision_cost(Predictions(PROBS, LABELS, np.zeros((4, 1)), [], {}, None), scorer, 2)

@@ -50,9 +50,9 @@ class ReducedScorer:
             return (
                 f"{self.precision} asked for, but this CPU has no {self.precision} support: "
                 f"OpenVINO ran {self.ran_as}, so these figures are {self.ran_as}'s, not "
-                f"{self.precision}'s (IR {self.origin})"
+                f"{self.precision}'s; IR {self.origin}"
             )
-        return f"OpenVINO CPU plugin, inference precision {self.ran_as} (IR {self.origin})"
+        return f"OpenVINO's CPU plugin ran {self.ran_as}; IR {self.origin}"
 
 
 def reduced_scorer(tagger: TaggerSpec, precision: str, cache_dir: str) -> ReducedScorer | None:
