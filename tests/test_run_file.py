@@ -61,6 +61,7 @@ train:
 evaluate:
   gradcam_per_class: 0
   probe: false
+  score_precision: bf16
 promote:
   absolute_floor: 0.0
   beat_probe: false
@@ -74,6 +75,7 @@ tag:
     for step in ("[ingest]", "[train]", "[evaluate]", "[promote]", "[tag]"):
         assert step in first.stdout
     assert "skipped" not in first.stdout
+    assert "[evaluate] test in bf16: top-1 " in first.stdout  # the run file's score_precision
     work = tmp_path / "work"
     steps = json.loads((work / "steps.json").read_text())
     assert list(steps) == ["ingest", "train", "evaluate", "promote", "tag"]
