@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 DEMO_PER_CLASS ?= 300
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo demo-data test test-fast lint format bench bench-quality compile pipeline-local images image-tools image-cpu image-gpu push lock clean
+.PHONY: setup browser demo demo-data test screenshots test-fast lint format bench bench-quality compile pipeline-local images image-tools image-cpu image-gpu push lock clean
 
 ## setup: create .venv, install the pinned stack, build Horovod (cached), and Debian's chromium
 ## for the review page's browser test where we may install it; a no-op when up to date
@@ -48,6 +48,13 @@ demo-data:
 ## test: the whole test suite (what CI runs)
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## screenshots: rerun the browser tests, writing their screenshots to docs/images/
+screenshots: setup
+	GALLERYTAG_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest $(PYTEST_ARGS) \
+		tests/test_evaluate.py::test_report_in_headless_chromium \
+		tests/test_review_browser.py \
+		tests/test_mlflow_lineage.py::test_mlflow_ui_shows_runs_dataset_and_report
 
 ## test-fast: skip the minutes-long tests marked slow
 test-fast: setup

@@ -36,6 +36,16 @@ def tracking_env(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return mlflow_server
 
 
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where browser tests put their screenshots: a temporary folder, or the folder named by
+    GALLERYTAG_SCREENSHOTS (`make screenshots` sets docs/images), so a test run never
+    rewrites tracked files."""
+    folder = Path(os.environ.get("GALLERYTAG_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
     """Encode an RGB array as JPEG."""
     buffer = io.BytesIO()

@@ -307,17 +307,16 @@ def test_bf16_cost_is_measured_beside_the_f32_figures(
         assert "test_top1_bf16" not in metrics  # f32 figures are not logged as bf16's
 
 
-REPORT_SCREENSHOT = Path(__file__).parents[1] / "docs" / "images" / "report.png"
 CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium"
 )
-def test_report_in_headless_chromium(evaluated: dict) -> None:
+def test_report_in_headless_chromium(evaluated: dict, screenshots: Path) -> None:
     """The report opened from disk in Debian's headless Chromium (Playwright, offline): every
     section is laid out and visible, every embedded figure decodes, nothing is fetched from
-    the network; the full-page screenshot goes to docs/images/report.png."""
+    the network; the full-page screenshot is `report.png` (docs/images/ via `make screenshots`)."""
     from playwright.sync_api import sync_playwright
 
     report_url = (evaluated["out"] / "report.html").as_uri()
@@ -339,12 +338,11 @@ def test_report_in_headless_chromium(evaluated: dict) -> None:
             assert broken == 0 and page.locator("img").count() >= 8
             suspect_cell = page.locator("#suspects-table td:nth-child(2)").first
             assert suspect_cell.evaluate("c => getComputedStyle(c).textAlign") == "left"
-            REPORT_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(REPORT_SCREENSHOT), full_page=True)
+            page.screenshot(path=str(screenshots / "report.png"), full_page=True)
         finally:
             browser.close()
     assert all(url.startswith(("file://", "data:")) for url in requested), requested
-    assert REPORT_SCREENSHOT.stat().st_size > 50_000
+    assert (screenshots / "report.png").stat().st_size > 50_000
 
 
 def test_gate_moves_the_alias_in_a_real_registry(

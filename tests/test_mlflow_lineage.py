@@ -214,23 +214,21 @@ def test_champion_serves_images_over_rest(promoted: dict) -> None:
 
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).parents[1] / "docs" / "images"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing")
-def test_mlflow_ui_shows_runs_dataset_and_report(promoted: dict) -> None:
+def test_mlflow_ui_shows_runs_dataset_and_report(promoted: dict, screenshots: Path) -> None:
     """Headless Chromium on the MLflow UI: the experiment link opens on the runs table (not
     the GenAI overview), the run page lists the dataset, and its artifacts hold the report;
-    screenshots go to docs/images/."""
+    screenshots: mlflow-*.png (docs/images/ via `make screenshots`)."""
     import mlflow
     from playwright.sync_api import expect, sync_playwright
 
     run = mlflow.MlflowClient(promoted["uri"]).get_run(promoted["result"].run_id)
     experiment_id = run.info.experiment_id
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
@@ -238,11 +236,11 @@ def test_mlflow_ui_shows_runs_dataset_and_report(promoted: dict) -> None:
             page.goto(lineage.experiment_url(promoted["uri"], experiment_id))
             expect(page.get_by_text(run.info.run_name).first).to_be_visible(timeout=60_000)
             assert f"/experiments/{experiment_id}/runs" in page.url, page.url
-            page.screenshot(path=str(SCREENSHOTS / "mlflow-experiment.png"))
+            page.screenshot(path=str(screenshots / "mlflow-experiment.png"))
 
             page.goto(lineage.run_url(promoted["uri"], experiment_id, run.info.run_id))
             expect(page.get_by_text("patterns").first).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(SCREENSHOTS / "mlflow-run.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "mlflow-run.png"), full_page=True)
 
             page.goto(
                 f"{promoted['uri']}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
@@ -252,6 +250,6 @@ def test_mlflow_ui_shows_runs_dataset_and_report(promoted: dict) -> None:
             # The UI previews HTML artifacts in an iframe: wait until the report has drawn.
             report = page.frame_locator("iframe").first.locator("h1, h2").first
             expect(report).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(SCREENSHOTS / "mlflow-run-artifacts.png"))
+            page.screenshot(path=str(screenshots / "mlflow-run-artifacts.png"))
         finally:
             browser.close()

@@ -22,7 +22,6 @@ from tests.review_fixtures import tag_inbox, tone_tagger, write_inbox
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).parents[1]
-SCREENSHOT = REPO / "docs" / "images" / "review.png"
 # Offline and quiet: no first-run UI, no background downloads; --no-sandbox because CI and
 # this machine run tests as root.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -62,7 +61,7 @@ def _counter(page) -> str:
     return page.locator("#counter").inner_text()
 
 
-def test_keyboard_review_restart_and_refusals(tmp_path: Path) -> None:
+def test_keyboard_review_restart_and_refusals(tmp_path: Path, screenshots: Path) -> None:
     """Enter / digit / x / arrow / undo on a real queue, then the log, a restart, two tabs."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -98,8 +97,7 @@ def test_keyboard_review_restart_and_refusals(tmp_path: Path) -> None:
                 expect(page.locator("#counter")).to_have_text("done 4 / left 5")
                 expect(page.locator("#message")).to_contain_text("saved")
                 page.evaluate("window.scrollTo(0, 0)")
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=False)
+                page.screenshot(path=str(screenshots / "review.png"), full_page=False)
 
                 # What reaches storage outside the queue: nothing.
                 outside = ("thumb/..%2F..%2Fetc%2Fpasswd", "thumb/../../etc/passwd", "etc/passwd",
