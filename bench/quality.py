@@ -103,7 +103,29 @@ def one_run(gallery: str, source: Path, seed: int, work: Path, extra: list[str])
         "ingest_s": round(ingest_s, 1),
         "train_s": round(train_s, 1),
         "evaluate_s": round(evaluate_s, 1),
+        "train_args": extra,
     }
+
+
+def finished_runs(results: Path, extra: list[str]) -> dict[tuple[str, int], dict]:
+    """Runs already in the results file with these train arguments, by (gallery, seed).
+
+    Lets an interrupted or extended benchmark go on where it stopped: a run of ~15 minutes is
+    not redone. Rows written before `train_args` was recorded were all-default runs.
+    """
+    done: dict[tuple[str, int], dict] = {}
+    if results.exists():
+        for number, line in enumerate(results.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                message = f"{results}:{number} is not JSON ({error}); fix or remove that line"
+                raise SystemExit(message) from None
+            if row.get("train_args", []) == extra:
+                done[(row["gallery"], row["seed"])] = row
+    return done
 
 
 def summarise(rows: list[dict]) -> None:
@@ -131,6 +153,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", default=str(ROOT / "build" / "bench-quality"))
     parser.add_argument("--results", default=None, help="append one JSON line per run here")
+    parser.add_argument(
+        "--redo", action="store_true",
+        help="run every gallery and seed again, even those already in the results file",
+    )  # fmt: skip
     parser.add_argument("train_args", nargs="*", help="extra `gallerytag train` arguments")
     args = parser.parse_args()
     work = Path(args.work).resolve()
@@ -140,11 +166,16 @@ def main() -> None:
 
     from components.common.tracking import tracking
 
+    done = {} if args.redo else finished_runs(results, args.train_args)
     rows = []
     with tracking():  # one MLflow server for every command of the benchmark
         for gallery in args.galleries.split(","):
             source = gallery_source(gallery, work)
             for seed in (int(s) for s in args.seeds.split(",")):
+                if (gallery, seed) in done:
+                    rows.append(done[(gallery, seed)])
+                    print(f"already in {results}: {json.dumps(done[(gallery, seed)])}", flush=True)
+                    continue
                 row = one_run(gallery, source, seed, work, args.train_args)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
