@@ -117,8 +117,8 @@ def evaluate(
     with tracking(tracking_uri):
         result = evaluate(model_uri, data, out, config)
     shutil.copy(os.path.join(out, REPORT_FILE), report.path)
-    metrics.log_metric("test_top1", result.top1)
-    metrics.log_metric(f"test_top{result.k}", result.topk)
+    for key, value in result.metrics.items():  # as on MLflow: probe, bf16 cost, recalls
+        metrics.log_metric(key, value)
     metrics.log_metric("test_images", result.images)
     return result.top1
 

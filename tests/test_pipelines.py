@@ -167,3 +167,8 @@ def test_local_run_promotes_a_model(tmp_path: Path, tracking_env: str) -> None:
     assert champion.version == "1"
     assert champion.tags["gallerytag.gate"] == "pass"
     assert list((tmp_path / "work" / "kfp").rglob("report*"))  # the HTML artifact
+    # The evaluate step's KFP metrics carry the MLflow names, the probe's figure included.
+    (evaluated,) = (tmp_path / "work" / "kfp").glob("*/evaluate/executor_output.json")
+    logged = json.dumps(json.loads(evaluated.read_text()))
+    for key in ("test_top1", "test_top1_probe", "test_top1_gain_over_probe", "test_images"):
+        assert f'"{key}"' in logged, key

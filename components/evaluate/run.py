@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -51,6 +51,7 @@ class EvaluationResult:
     probe_top1: float | None = None  # None when the probe could not be measured
     probe_note: str | None = None  # why not
     reduced: dict | None = None  # precision_cost's figures, with --precision bf16
+    metrics: dict[str, float] = field(default_factory=dict)  # metric_values()
 
 
 def check_compatible(tagger: TaggerSpec, manifest: dataset.Manifest, dataset_dir: str) -> None:
@@ -226,14 +227,8 @@ def metric_key(text: str) -> str:
     return f"{key[: MAX_METRIC_KEY - 13]}.{digest}"
 
 
-def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, data=None) -> None:
-    """Figures as metrics on the model's training run, linked to the logged model and the
-    dataset they were measured on; the files as the run's artifacts; the policy also into
-    the logged model, where its image pyfunc reads it."""
-    import mlflow
-
-    from components.common import lineage, serving
-
+def metric_values(metrics: dict, split: str) -> dict[str, float]:
+    """The evaluation's figures as flat metrics (MLflow's and the KFP step's names)."""
     values = {
         f"{split}_top1": metrics["top1"]["value"],
         f"{split}_top1_ci_low": metrics["top1"]["low"],
@@ -260,6 +255,18 @@ def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, d
             f"{split}_top1_{p}_agreement": reduced["top1_agreement"],
             f"{split}_{p}_max_abs_dp": reduced["max_abs_dp"],
         }
+    return values
+
+
+def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, data=None) -> None:
+    """Figures as metrics on the model's training run, linked to the logged model and the
+    dataset they were measured on; the files as the run's artifacts; the policy also into
+    the logged model, where its image pyfunc reads it."""
+    import mlflow
+
+    from components.common import lineage, serving
+
+    values = metric_values(metrics, split)
     with mlflow.start_run(run_id=tagger.run_id):
         if data is not None:
             lineage.log_dataset_input(data, "evaluation")
@@ -391,4 +398,5 @@ def evaluate(
         probe_top1=floor.top1.value if floor.top1 else None,
         probe_note=floor.unavailable,
         reduced=summary["reduced_precision"],
+        metrics=metric_values(summary, config.split),
     )
