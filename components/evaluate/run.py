@@ -258,15 +258,14 @@ def metric_values(metrics: dict, split: str) -> dict[str, float]:
     return values
 
 
-def log_to_mlflow(tagger: TaggerSpec, metrics: dict, out_dir: str, split: str, data=None) -> None:
-    """Figures as metrics on the model's training run, linked to the logged model and the
-    dataset they were measured on; the files as the run's artifacts; the policy also into
-    the logged model, where its image pyfunc reads it."""
+def log_to_mlflow(tagger: TaggerSpec, values: dict[str, float], out_dir: str, data=None) -> None:
+    """Figures (`metric_values`) as metrics on the model's training run, linked to the
+    logged model and the dataset they were measured on; the files as the run's artifacts;
+    the policy also into the logged model, where its image pyfunc reads it."""
     import mlflow
 
     from components.common import lineage, serving
 
-    values = metric_values(metrics, split)
     with mlflow.start_run(run_id=tagger.run_id):
         if data is not None:
             lineage.log_dataset_input(data, "evaluation")
@@ -382,10 +381,11 @@ def evaluate(
     )
     report_path = storage.join(out_dir, REPORT_FILE)
     storage.write_text(report_path, report.render_report(context))
+    values = metric_values(summary, config.split)
     if tagger.run_id:
         from components.common.lineage import mlflow_dataset
 
-        log_to_mlflow(tagger, summary, out_dir, config.split, mlflow_dataset(dataset_dir, manifest))
+        log_to_mlflow(tagger, values, out_dir, mlflow_dataset(dataset_dir, manifest))
     return EvaluationResult(
         model_uri=model_uri,
         dataset_hash=manifest.dataset_hash,
@@ -398,5 +398,5 @@ def evaluate(
         probe_top1=floor.top1.value if floor.top1 else None,
         probe_note=floor.unavailable,
         reduced=summary["reduced_precision"],
-        metrics=metric_values(summary, config.split),
+        metrics=values,
     )
