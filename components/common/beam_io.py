@@ -66,7 +66,7 @@ def local_runner(options: PipelineOptions) -> PipelineRunner:
     return fn_runner.FnApiRunner(
         provision_info=fn_runner.ExtendedProvisionInfo(provision),
         # Running bundles report their counters this often: the live progress (progress.py).
-        progress_request_frequency=progress.POLL_S,
+        progress_request_frequency=progress.poll_s(),
     )
 
 

@@ -2,8 +2,8 @@
 
 Beam's local FnApiRunner blocks in `pipeline.run()` and its result has metrics only at the
 end, so for it the counters come from the progress requests it sends running bundles
-(`beam_io.local_runner` asks every POLL_S) and from each finished bundle; other runners'
-results are polled with `wait_until_finish(duration=...)` and `metrics()`.
+(`beam_io.local_runner` asks every `progress.poll_s()`) and from each finished bundle;
+other runners' results are polled with `wait_until_finish(duration=...)` and `metrics()`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from apache_beam.runners.portability import portable_metrics
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from components.common.progress import POLL_S, Progress
+from components.common.progress import Progress, poll_s
 
 Counter = tuple[str, str]  # (namespace, name) of a Beam user counter
 
@@ -102,7 +102,7 @@ def _hook_local_runner() -> None:
 
 
 def _watch(stop: threading.Event, read: Callable[[Counter], int], show: Callable) -> None:
-    while not stop.wait(POLL_S):
+    while not stop.wait(poll_s()):
         show(read)
 
 
@@ -135,13 +135,14 @@ def run_pipeline(
             show(counters.value)
             return result
         result = pipeline.run()
+        poll = poll_s()
         while True:
             asked = time.monotonic()
-            if PipelineState.is_terminal(result.wait_until_finish(duration=POLL_S * 1000)):
+            if PipelineState.is_terminal(result.wait_until_finish(duration=poll * 1000)):
                 break
             show(lambda name: _result_counter(result, name))
             # Some results return at once while running: poll, do not spin.
-            time.sleep(max(0.0, POLL_S - (time.monotonic() - asked)))
+            time.sleep(max(0.0, poll - (time.monotonic() - asked)))
         result.wait_until_finish()
         show(lambda name: _result_counter(result, name))
         return result

@@ -23,7 +23,7 @@ from typing import IO
 # How often a line is printed when the output is not a terminal (CI, KFP logs).
 INTERVAL_ENV = "GALLERYTAG_PROGRESS_INTERVAL_S"
 DEFAULT_INTERVAL_S = 10.0
-POLL_S = 0.5  # how often counters are read, and a rank sends its progress
+POLL_S = 0.5  # how often counters are read, and a rank sends its progress (at most)
 VERBOSE_ENV = "GALLERYTAG_VERBOSE"  # "1": show child processes' logs and TF's start-up output
 RELAY_ENV = "GALLERYTAG_PROGRESS_RELAY"  # "1": a parent draws this process's progress
 EVENT = "gallerytag-progress "  # a progress event line from a child to the relaying parent
@@ -105,6 +105,12 @@ def _interval() -> float:
         return max(0.05, float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_S)))
     except ValueError:
         return DEFAULT_INTERVAL_S
+
+
+def poll_s() -> float:
+    """How often counters are read: POLL_S, or as often as lines are printed when that is
+    more often (a short run polled every POLL_S can finish between two readings)."""
+    return min(POLL_S, _interval())
 
 
 def _clock(seconds: float) -> str:
@@ -206,12 +212,12 @@ class Reporter:
         self._sent = 0.0
 
     def update(self, done: int, total: int | None = None, note: str = "") -> None:
-        """Report `done` of `total` (at most every POLL_S to the parent)."""
+        """Report `done` of `total` (at most every poll_s() to the parent)."""
         if self._own is not None:
             self._own.update(done, total, note)
             return
         now = time.monotonic()
-        if now - self._sent >= POLL_S or (total and done >= total):
+        if now - self._sent >= poll_s() or (total and done >= total):
             print(EVENT + json.dumps({"done": done, "total": total, "note": note}), flush=True)
             self._sent = now
 
