@@ -74,7 +74,14 @@ class CompiledTagger:
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
+        config = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_PRECISION_HINT": precision,
+            # The plugin pins its threads to cores, chosen without regard to other processes:
+            # Beam's one-per-core workers then all ran on the same core (measured: two
+            # 1-thread workers 77.5 images/s pinned, 155.5 not; docs/benchmarks.md).
+            "ENABLE_CPU_PINNING": False,
+        }
         if threads:
             # Beam's local workers run one per core: each must not start a machine-wide pool.
             config["INFERENCE_NUM_THREADS"] = threads

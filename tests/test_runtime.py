@@ -171,6 +171,18 @@ def test_runtime_choice_rules(tiny: TaggerSpec, job_cache: str, tmp_path: Path) 
     assert chosen.model_file == first.model_file  # the job's own export, not the stale IR
 
 
+def test_workers_do_not_pin_their_threads(tiny: TaggerSpec, job_cache: str) -> None:
+    """Each worker's plugin runs unpinned: pinned, Beam's one-per-core workers all chose
+    the same core and ran at half speed (docs/benchmarks.md)."""
+    from components.tag.runtime import choose_runtime
+    from models import openvino_ir
+
+    chosen = choose_runtime(tiny, "openvino", "f32", job_cache)
+    compiled = openvino_ir.CompiledTagger(chosen.model_file, threads=1).compiled
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+
+
 def test_bf16_run_says_so(tiny: TaggerSpec, job_cache: str, tmp_path: Path) -> None:
     """Reduced precision only when asked for, and the output records it."""
     from components.tag.pipeline import run
