@@ -15,7 +15,7 @@ from jsonschema import ValidationError
 
 from components.common import tag_rows
 from components.common.tracking import TaggerSpec
-from components.tag.outputs import shard_count
+from components.tag.outputs import WriteRows, bucket_of, shard_count, shard_plan
 from components.tag.pipeline import TagOutputs, check_committed, run
 from components.tag.policy import TagPolicy
 from tests.conftest import write_broken_files
@@ -49,6 +49,52 @@ def _inbox(root: Path) -> dict[str, str]:
 def test_shard_count_has_no_empty_shards() -> None:
     """One file per min_rows begun, at most max_shards, one (with the schema) for none."""
     assert [shard_count(n, 4, 10) for n in (0, 1, 10, 11, 35, 1000)] == [1, 1, 1, 2, 4, 4]
+
+
+def test_shard_plan_fills_every_shard_evenly() -> None:
+    """Over 300 random sets of 11 URIs, packing buckets into 3 shards never leaves one empty
+    (a CRC32 modulo 3 did in ~3% of sets) and no shard holds over one row more than another."""
+    import random
+
+    chooser = random.Random(0)
+    for _ in range(300):
+        uris = [f"/tmp/{chooser.getrandbits(64):x}/{index}.jpg" for index in range(11)]
+        sizes: dict[int, int] = {}
+        for uri in uris:
+            sizes[bucket_of(uri)] = sizes.get(bucket_of(uri), 0) + 1
+        plan = shard_plan(sizes.items(), 3)
+        loads = [sum(1 for uri in uris if plan[bucket_of(uri)] == s) for s in range(3)]
+        assert min(loads) >= 1 and max(loads) - min(loads) <= max(sizes.values()), loads
+
+
+def test_every_named_shard_is_written_and_holds_rows(tmp_path: Path) -> None:
+    """Rows whose CRC32 modulo 3 never hits 2 (the old scheme left tags-00002 missing) fill
+    all three files; no rows at all still give one file, with the schema."""
+    import zlib
+
+    import apache_beam as beam
+    import pyarrow.parquet as pq
+
+    uris = [f"/g/{i}.jpg" for i in range(400) if zlib.crc32(f"/g/{i}.jpg".encode()) % 3 != 2]
+    rows = [{"uri": uri, "status": "rejected", "reason": "test"} for uri in uris[:12]]
+    for name, given in (("some", rows), ("none", [])):
+        folder = tmp_path / name
+        with beam.Pipeline(argv=IN_MEMORY) as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(given)
+                | WriteRows(str(folder), "rejected", "parquet", max_shards=8, min_rows=4)
+            )
+        files = sorted((folder / "rejected").iterdir())
+        counts = [pq.read_metadata(f).num_rows for f in files]
+        if given:
+            assert [f.name for f in files] == [
+                f"rejected-{i:05d}-of-00003.parquet" for i in range(3)
+            ]
+            assert counts == [4, 4, 4]
+        else:
+            assert [f.name for f in files] == ["rejected-00000-of-00001.parquet"] and counts == [0]
+            assert "uri" in pq.read_schema(files[0]).names
 
 
 def test_parquet_folder_reads_as_one_dataset(brightness_tagger, tmp_path, monkeypatch) -> None:
