@@ -148,7 +148,8 @@ def test_first_model_must_beat_its_own_linear_probe() -> None:
     assert not decide_first(correct, config, probe_top1=0.75).promote
     passed = decide_first(correct, config, probe_top1=0.69)
     assert passed.promote and "beats its linear probe" in passed.reasons[0]
-    assert decide_first(correct, GateConfig(beat_probe=False), probe_top1=0.9).promote
+    off = decide_first(correct, GateConfig(absolute_floor=0.5, beat_probe=False), probe_top1=0.9)
+    assert off.promote and off.probe_top1 == 0.9 and "rule off" in off.reasons[0]
     assert decide_first(correct, config, probe_top1=None).promote  # probe not measurable
     perfect = np.ones(50, dtype=bool)
     assert decide_first(perfect, config, probe_top1=1.0).promote  # nothing left to beat

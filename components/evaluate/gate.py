@@ -60,8 +60,10 @@ def decide_first(
     if blockers:
         return Decision(False, blockers, top1, None, probe_top1=probe_top1)
     reason = f"no champion yet; top-1 {top1:.4f} >= floor {config.absolute_floor}"
-    if probe_top1 is not None:
+    if probe_top1 is not None and config.beat_probe:
         reason += f" and beats its linear probe {probe_top1:.4f} ({top1 - probe_top1:+.4f})"
+    elif probe_top1 is not None:
+        reason += f"; linear probe {probe_top1:.4f} ({top1 - probe_top1:+.4f}, rule off)"
     return Decision(True, [reason], top1, None, probe_top1=probe_top1)
 
 

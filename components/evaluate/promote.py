@@ -149,9 +149,7 @@ def judge(
         if config.beat_probe and probe_top1 is None:
             floor = measure_probe(tagger.backbone, tagger.weights, dataset_dir, manifest, split)
             probe_top1 = floor.top1.value if floor.top1 else None
-        decision = decide_first(
-            candidate_correct, config, probe_top1 if config.beat_probe else None
-        )
+        decision = decide_first(candidate_correct, config, probe_top1)
     elif champion.version == candidate.version:
         top1 = float(candidate_correct.mean())
         reason = f"version {candidate.version} already holds the '{alias}' alias"
