@@ -22,6 +22,7 @@ import requests
 
 from components.common import lineage
 from components.ingest.core import IngestConfig
+from components.train.config import TrainConfig
 from tests.conftest import jpeg_bytes, pattern_image, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")  # write_pattern_gallery's kinds 0, 1, 2
@@ -53,7 +54,6 @@ def promoted(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> di
     from components.evaluate.promote import promote
     from components.evaluate.run import EvaluateConfig, evaluate
     from components.ingest.pipeline import run as ingest
-    from components.train.config import TrainConfig
     from components.train.launcher import train
 
     root = tmp_path_factory.mktemp("lineage")
@@ -109,8 +109,9 @@ def test_run_lists_dataset_and_is_named(promoted: dict) -> None:
     assert not [key for key in run.data.metrics if "max_abs_diff" in key]
     assert float(run.data.tags["gallerytag.check.logged_model_max_abs_diff"]) <= 1e-5
     assert "learning_rate" not in run.data.params and "learning_rate" not in run.data.metrics
-    assert float(run.data.params["finetune_learning_rate_per_worker"]) == pytest.approx(1e-4)
-    assert float(run.data.params["finetune_learning_rate_effective"]) == pytest.approx(1e-4)
+    rate = TrainConfig().finetune_learning_rate  # the default; one worker: effective = per worker
+    assert float(run.data.params["finetune_learning_rate_per_worker"]) == pytest.approx(rate)
+    assert float(run.data.params["finetune_learning_rate_effective"]) == pytest.approx(rate)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "learning_rate_effective")]
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags[lineage.EXPERIMENT_KIND_TAG] == lineage.EXPERIMENT_KIND
