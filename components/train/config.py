@@ -44,7 +44,12 @@ class TrainConfig:
     finetune_learning_rate: float = setting(
         3e-4, "Fine-tuning phase, per worker (scaled by the number of workers)."
     )
-    warmup_epochs: float = setting(1.0, "Epochs of linear learning-rate warm-up.", minimum=0)
+    warmup_epochs: float = setting(
+        1.0,
+        "Epochs over which the rate ramps linearly from the per-worker rate to rate x workers "
+        "(large-batch warm-up); no effect with one worker.",
+        minimum=0,
+    )
     schedule: str = setting(
         "cosine",
         "cosine: decay over the phase; plateau: LR / 10 when validation loss worsens, stop "
