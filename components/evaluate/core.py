@@ -45,6 +45,11 @@ def top_k_correct(probabilities: np.ndarray, labels: np.ndarray, k: int = 1) -> 
     return np.any(top == labels[:, None], axis=1)
 
 
+def top_k_interval(probabilities: np.ndarray, labels: np.ndarray, k: int = 1) -> Interval:
+    """Top-k accuracy with its 95% Wilson interval."""
+    return wilson_interval(int(top_k_correct(probabilities, labels, k).sum()), len(labels))
+
+
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Share of rows whose true label is among the k highest probabilities."""
     return float(np.mean(top_k_correct(probabilities, labels, k)))

@@ -72,12 +72,10 @@ def measure_probe(
         return ProbeFloor(backbone, unavailable="the training split holds fewer than 2 labels")
     probe = fit_probe(*train, len(manifest.labels), *validation)
     probabilities = probe.probabilities(scored[0])
-    correct = core.top_k_correct(probabilities, scored[1], 1)
-    in_top_k = core.top_k_correct(probabilities, scored[1], k)
     return ProbeFloor(
         backbone=backbone,
-        top1=core.wilson_interval(int(correct.sum()), len(correct)),
-        topk=core.wilson_interval(int(in_top_k.sum()), len(in_top_k)),
+        top1=core.top_k_interval(probabilities, scored[1], 1),
+        topk=core.top_k_interval(probabilities, scored[1], k),
         k=k,
         c=probe.c,
         validation_accuracy=probe.validation_accuracy,

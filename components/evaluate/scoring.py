@@ -161,9 +161,8 @@ def compute_metrics(
 ) -> dict[str, object]:
     """Every figure of the report, as plain JSON-ready values."""
     probabilities, labels = predictions.probabilities, predictions.labels
-    n = len(labels)
-    top1 = core.wilson_interval(int(core.top_k_correct(probabilities, labels, 1).sum()), n)
-    topk = core.wilson_interval(int(core.top_k_correct(probabilities, labels, config.k).sum()), n)
+    top1 = core.top_k_interval(probabilities, labels, 1)
+    topk = core.top_k_interval(probabilities, labels, config.k)
     per_class, averages = core.per_class_table(probabilities, labels, names)
     thresholds = {
         kind: core.threshold_table(probabilities, labels, kind) for kind in ("confidence", "margin")
@@ -171,7 +170,7 @@ def compute_metrics(
     calibration = core.calibration(probabilities, labels)
     curves = core.pr_curves(probabilities, labels)
     return {
-        "images": n,
+        "images": len(labels),
         "top1": top1.as_dict(),
         f"top{config.k}": topk.as_dict(),
         "k": config.k,
@@ -200,9 +199,8 @@ def precision_cost(predictions: Predictions, scorer: ReducedScorer, k: int) -> d
     exact, lowered, labels = predictions.probabilities, predictions.reduced, predictions.labels
     if lowered is None or len(lowered) != len(labels):
         raise ValueError("the reduced-precision scores do not cover the evaluated images")
-    n = len(labels)
-    top1 = core.wilson_interval(int(core.top_k_correct(lowered, labels, 1).sum()), n)
-    topk = core.wilson_interval(int(core.top_k_correct(lowered, labels, k).sum()), n)
+    top1 = core.top_k_interval(lowered, labels, 1)
+    topk = core.top_k_interval(lowered, labels, k)
     return {
         "precision": scorer.precision,
         "ran_as": scorer.ran_as,
