@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.evaluate.config import GateConfig
 from components.ingest.core import IngestConfig
 from tests.conftest import (
+    CHAIN_GATE,
     jpeg_bytes,
     pattern_image,
     write_broken_files,
@@ -125,11 +125,8 @@ def test_registered_model_evaluates_and_is_promoted(
     assert run.data.metrics["test_top1_probe"] == pytest.approx(evaluation.probe_top1)
     assert "val_accuracy_probe" in run.data.metrics and "probe_c" in run.data.params
     decision_file = trained["root"] / "decision.json"
-    # A one-epoch test training beats its probe or not by one of a dozen test images (CI
-    # saw 11/12 vs 12/12), so the rule is off here; test_evaluate_metrics tests the rule.
-    rule_off = GateConfig(beat_probe=False)
     decision = promote(
-        model_uri, trained["dataset"], config=rule_off, decision_path=str(decision_file)
+        model_uri, trained["dataset"], config=CHAIN_GATE, decision_path=str(decision_file)
     )
     assert decision.promote and decision.probe_top1 == pytest.approx(evaluation.probe_top1)
     # The gate reuses the evaluation's predictions and probe instead of computing them again.

@@ -23,7 +23,7 @@ import requests
 from components.common import lineage
 from components.ingest.core import IngestConfig
 from components.train.config import TrainConfig
-from tests.conftest import jpeg_bytes, pattern_image, write_pattern_gallery
+from tests.conftest import CHAIN_GATE, jpeg_bytes, pattern_image, write_pattern_gallery
 
 LABELS = ("horizontal", "square", "vertical")  # write_pattern_gallery's kinds 0, 1, 2
 IN_MEMORY = ["--direct_running_mode=in_memory"]
@@ -50,7 +50,6 @@ def promoted(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> di
     import mlflow
 
     from components.common.dataset import read_manifest
-    from components.evaluate.config import GateConfig
     from components.evaluate.promote import promote
     from components.evaluate.run import EvaluateConfig, evaluate
     from components.ingest.pipeline import run as ingest
@@ -70,9 +69,7 @@ def promoted(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> di
     result = train(config, mlflow_server)
     version_uri = f"models:/{name}/{result.version}"
     evaluate(version_uri, data, str(root / "evaluation"), EvaluateConfig(gradcam_per_class=1))
-    # A one-epoch test training beats its probe or not by one of a dozen test images (CI
-    # saw 11/12 vs 12/12), so the rule is off here; test_evaluate_metrics tests the rule.
-    decision = promote(version_uri, data, config=GateConfig(beat_probe=False))
+    decision = promote(version_uri, data, config=CHAIN_GATE)
     assert decision.promote, decision
     return {"root": root, "data": data, "manifest": read_manifest(data), "result": result,
             "name": name, "uri": mlflow_server}  # fmt: skip

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from gallerytag.cli import cli
 from pipelines.cli import compile_all, kfp_cron
 from pipelines.components import CLI_EQUIVALENT
-from tests.conftest import write_pattern_gallery
+from tests.conftest import CHAIN_GATE, write_pattern_gallery
 from tests.kfp_contract_server import API, kfp_contract_server
 
 
@@ -161,9 +161,7 @@ def test_local_run_promotes_a_model(tmp_path: Path, tracking_env: str) -> None:
         "head_epochs": 2,
         "finetune_epochs": 1,
         "batch_size": 8,
-        # One fine-tuning epoch beats its probe or not by one test image: the rule is off
-        # here (it is tested in test_evaluate_metrics); the decision still records the probe.
-        "beat_probe": False,
+        "beat_probe": CHAIN_GATE.beat_probe,
     }
     run_local(str(gallery), str(tmp_path / "work"), params)
     champion = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")

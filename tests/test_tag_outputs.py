@@ -55,13 +55,12 @@ def test_shard_plan_fills_every_shard_evenly() -> None:
     """Over 300 random sets of 11 URIs, packing buckets into 3 shards never leaves one empty
     (a CRC32 modulo 3 did in ~3% of sets) and no shard holds over one row more than another."""
     import random
+    from collections import Counter
 
     chooser = random.Random(0)
     for _ in range(300):
         uris = [f"/tmp/{chooser.getrandbits(64):x}/{index}.jpg" for index in range(11)]
-        sizes: dict[int, int] = {}
-        for uri in uris:
-            sizes[bucket_of(uri)] = sizes.get(bucket_of(uri), 0) + 1
+        sizes = Counter(bucket_of(uri) for uri in uris)
         plan = shard_plan(sizes.items(), 3)
         loads = [sum(1 for uri in uris if plan[bucket_of(uri)] == s) for s in range(3)]
         assert min(loads) >= 1 and max(loads) - min(loads) <= max(sizes.values()), loads
