@@ -16,27 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.quality import cli  # noqa: E402
-from gallerytag.gallery import CLASS_NAMES, load_fashion_mnist  # noqa: E402
-
-
-def write_gallery(
-    folder: Path, images: np.ndarray, labels: np.ndarray, per_class: int, seed: int
-) -> Path:
-    """`per_class` of the (28 x 28 grayscale) `images` per label, as class folders."""
-    rng = np.random.default_rng(seed)
-    for label_id, name in enumerate(CLASS_NAMES):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for index in rng.choice(np.flatnonzero(labels == label_id), per_class, replace=False):
-            Image.fromarray(images[index], "L").save(
-                folder / name / f"t{index:05d}.jpg", quality=95
-            )
-    return folder
+from gallerytag.gallery import load_fashion_mnist, write_class_folders  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +32,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "fashion-held-out")
     args = parser.parse_args()
     _, (images, labels) = load_fashion_mnist()  # the test set: never in a fashion gallery
-    gallery = write_gallery(args.out / "gallery", images, labels, args.per_class, args.seed)
+    gallery = args.out / "gallery"
+    rng = np.random.default_rng(args.seed)
+    write_class_folders(gallery, images, labels, args.per_class, rng, prefix="t")
     cli("ingest", str(gallery), "--out", str(args.out / "dataset"), "--split", "0/0/100")
     print(f"held-out dataset: {args.out / 'dataset'} ({10 * args.per_class} test images)")
 

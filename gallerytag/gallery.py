@@ -59,16 +59,30 @@ def write_broken_files(folder: Path) -> list[str]:
     return ["broken_truncated.jpg", "broken_empty.jpg", "broken_text.jpg"]
 
 
+def write_class_folders(
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    per_class: int,
+    rng: np.random.Generator,
+    prefix: str = "",
+) -> None:
+    """`per_class` of the 28 x 28 grayscale `images` per label, drawn with `rng`, as
+    `folder/<label>/<prefix><index>.jpg` (JPEG quality 95)."""
+    for label_id, name in enumerate(CLASS_NAMES):
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        for index in rng.choice(np.flatnonzero(labels == label_id), per_class, replace=False):
+            Image.fromarray(images[index], "L").save(
+                target / f"{prefix}{index:05d}.jpg", quality=95
+            )
+
+
 def materialise_gallery(out: Path, per_class: int, inbox_size: int, seed: int = 0) -> None:
     """Write `gallery/<label>/*.jpg` (labelled) and `inbox/*.jpg` (unlabelled) under `out`."""
     (train_x, train_y), (test_x, _) = load_fashion_mnist()
     rng = np.random.default_rng(seed)
-    for label_id, name in enumerate(CLASS_NAMES):
-        folder = out / "gallery" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        chosen = rng.choice(np.flatnonzero(train_y == label_id), per_class, replace=False)
-        for index in chosen:
-            Image.fromarray(train_x[index], "L").save(folder / f"{index:05d}.jpg", quality=95)
+    write_class_folders(out / "gallery", train_x, train_y, per_class, rng)
     write_broken_files(out / "gallery" / CLASS_NAMES[0])
     inbox = out / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
