@@ -195,7 +195,8 @@ def main() -> None:
         lr = 0.5 * a.lr * (1 + math.cos(math.pi * ep / epochs))
         opt.learning_rate.assign(lr)
         ls = [float(step(*next(it))) for _ in range(steps)]
-        scoring.set_weights(model.get_weights())
+        if scoring is not model:  # another side: copy the trained weights into the scorer
+            scoring.set_weights(model.get_weights())
         v = scores(predict(scoring, xva), yva)
         curve.append({"ep": ep, "loss": float(np.mean(ls)), "val": v[0], "val_ll": v[2]})
         print(
