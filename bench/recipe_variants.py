@@ -113,6 +113,9 @@ def main() -> None:
     p.add_argument("--wd", type=float, default=0.0)
     p.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta(a, a); 0 = off")
     p.add_argument(
+        "--warmup", type=float, default=0.0, help="linear warm-up from 0 over this share of steps"
+    )
+    p.add_argument(
         "--train-size", type=int, default=0, help="train at this side, test at the data's"
     )
     p.add_argument("--held-out", default="", help="another ingest whose test split is scored too")
@@ -194,7 +197,12 @@ def main() -> None:
         te = time.time()
         lr = 0.5 * a.lr * (1 + math.cos(math.pi * ep / epochs))
         opt.learning_rate.assign(lr)
-        ls = [float(step(*next(it))) for _ in range(steps)]
+        ls = []
+        for i in range(steps):
+            if a.warmup > 0:  # Adam's first steps move every weight by ~lr: ramp up from 0
+                ramp = min(1.0, (ep * steps + i + 1) / (a.warmup * epochs * steps))
+                opt.learning_rate.assign(lr * ramp)
+            ls.append(float(step(*next(it))))
         if scoring is not model:  # another side: copy the trained weights into the scorer
             scoring.set_weights(model.get_weights())
         v = scores(predict(scoring, xva), yva)
