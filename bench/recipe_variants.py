@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,21 @@ def cutmix(x, targets, alpha):
     )
 
 
+def block_taps(backbone: keras.Model) -> keras.Model:
+    """The backbone's pooled features with every block's pooled output concatenated."""
+    ends: dict[int, str] = {}
+    for layer in backbone.layers:
+        block = re.match(r"block_(\d+)_", layer.name)
+        if block:
+            ends[int(block.group(1))] = layer.name
+    pooled = [
+        keras.layers.GlobalAveragePooling2D(name=f"tap_{i}")(backbone.get_layer(name).output)
+        for i, name in sorted(ends.items())
+    ]
+    features = keras.layers.Concatenate(name="taps")([*pooled, backbone.output])
+    return keras.Model(backbone.input, features, name=f"{backbone.name}_taps")
+
+
 def predict(model, x, flip=False, bs=64):
     out = []
     for i in range(0, len(x), bs):
@@ -116,6 +132,10 @@ def main() -> None:
         "--warmup", type=float, default=0.0, help="linear warm-up from 0 over this share of steps"
     )
     p.add_argument(
+        "--llrd", type=float, default=1.0, help="rate x this per block below the top (1 = off)"
+    )
+    p.add_argument("--multi-layer", action="store_true", help="head on every block's pooling")
+    p.add_argument(
         "--train-size", type=int, default=0, help="train at this side, test at the data's"
     )
     p.add_argument("--held-out", default="", help="another ingest whose test split is scored too")
@@ -147,8 +167,17 @@ def main() -> None:
         f"val={probe.validation_accuracy:.3f} test={probe_test[0]:.3f} ({t_probe:.0f}s)",
         flush=True,
     )
+    head_probe = probe
+    if a.multi_layer:  # Head2Toe-like: the head sees every block's pooled output too
+        bb = block_taps(bb)
+        mtr, mva, mte = (predict(bb, x) for x in (xtr, xva, xte))
+        head_probe = fit_probe(mtr, ytr, k, mva, yva)
+        ml = {"test": scores(head_probe.probabilities(mte), yte)[0], "c": head_probe.c}
+        if xho is not None:
+            ml["held_out"] = scores(head_probe.probabilities(predict(bb, xho)), yho)[0]
+        print(f"multi-layer probe ({bb.output_shape[-1]} features): {ml}", flush=True)
     model = build_classifier(bb, k, 0.2)
-    model.get_layer("tags").set_weights([probe.kernel, probe.bias])
+    model.get_layer("tags").set_weights([head_probe.kernel, head_probe.bias])
     start = [np.array(w) for w in model.get_weights()]
 
     steps = max(1, len(ytr) // a.bs)
@@ -156,6 +185,8 @@ def main() -> None:
     train_size = a.train_size or size
     aug = augmentation(train_size)  # crops are resized to the training side
     scoring = model
+    if train_size != size and a.multi_layer:
+        raise SystemExit("--train-size and --multi-layer do not combine")
     if train_size != size:
         # Same weights, another input side: the convolutions and the pooling do not care.
         model = build_classifier(build_backbone("efficientnet_lite0", train_size), k, 0.2)
@@ -166,12 +197,23 @@ def main() -> None:
     )
     it = iter(ds.batch(a.bs, drop_remainder=True).prefetch(2))
     set_trainable_top_blocks(model, BACKBONES["efficientnet_lite0"], a.blocks)
-    opt = (
-        keras.optimizers.AdamW(learning_rate=a.lr, weight_decay=a.wd)
-        if a.wd
-        else keras.optimizers.Adam(learning_rate=a.lr)
-    )
-    opt.build(model.trainable_variables)
+    # One optimiser per rate: Adam divides out any gradient scale, so a layer-wise rate
+    # needs its own optimiser (block i of 16 trains at lr * llrd ** (15 - i)).
+    groups: dict[float, list] = {}
+    for v in model.trainable_variables:
+        block = re.match(r"block_(\d+)_", v.path.split("/")[-2] if "/" in v.path else "")
+        scale = a.llrd ** (15 - int(block.group(1))) if block else 1.0
+        groups.setdefault(scale, []).append(v)
+    opts = []
+    for scale, variables in sorted(groups.items()):
+        opt = (
+            keras.optimizers.AdamW(learning_rate=a.lr * scale, weight_decay=a.wd)
+            if a.wd
+            else keras.optimizers.Adam(learning_rate=a.lr * scale)
+        )
+        opt.build(variables)
+        opts.append((scale, opt, variables))
+    print("rate groups", [(f"{s:.3f}", len(v)) for s, _, v in opts], flush=True)
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=a.ls)
 
     @tf.function
@@ -188,20 +230,24 @@ def main() -> None:
         with tf.GradientTape() as tape:
             pr = model(x, training=True)
             loss = cce(oh, pr)
-        g = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(g, model.trainable_variables, strict=True))
+        grads = tape.gradient(loss, [v for _, _, group in opts for v in group])
+        for _, opt, variables in opts:
+            g, grads = grads[: len(variables)], grads[len(variables) :]
+            opt.apply_gradients(zip(g, variables, strict=True))
         return loss
 
     curve = []
     for ep in range(epochs):
         te = time.time()
         lr = 0.5 * a.lr * (1 + math.cos(math.pi * ep / epochs))
-        opt.learning_rate.assign(lr)
+        for scale, opt, _ in opts:
+            opt.learning_rate.assign(lr * scale)
         ls = []
         for i in range(steps):
             if a.warmup > 0:  # Adam's first steps move every weight by ~lr: ramp up from 0
                 ramp = min(1.0, (ep * steps + i + 1) / (a.warmup * epochs * steps))
-                opt.learning_rate.assign(lr * ramp)
+                for scale, opt, _ in opts:
+                    opt.learning_rate.assign(lr * scale * ramp)
             ls.append(float(step(*next(it))))
         if scoring is not model:  # another side: copy the trained weights into the scorer
             scoring.set_weights(model.get_weights())
