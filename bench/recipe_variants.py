@@ -2,6 +2,7 @@
 
     python bench/recipe_variants.py DATASET_DIR --blocks 4 --lr 1e-4 [--mixup 0.2]
     python bench/recipe_variants.py DATASET_DIR --held-out HELD_OUT_DIR [--steps 480] ...
+    python bench/recipe_variants.py DATASET_DIR --multi-layer | --llrd 0.8 ...
 
 DATASET_DIR is a `gallerytag ingest` output. It mirrors the trainer's recipe (LP-FT head from
 `components.common.probe`, `tfdata.augmentation`, label smoothing, Adam, cosine per epoch,
@@ -19,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -83,13 +83,24 @@ def cutmix(x, targets, alpha):
     )
 
 
+LITE0 = BACKBONES["efficientnet_lite0"]
+
+
+def block_index(layer_name: str) -> int | None:
+    """Which Lite0 block (0 = bottom) a layer belongs to, by the registry's prefixes."""
+    for i, prefix in enumerate(LITE0.block_prefixes):
+        if layer_name.startswith(prefix):
+            return i
+    return None
+
+
 def block_taps(backbone: keras.Model) -> keras.Model:
     """The backbone's pooled features with every block's pooled output concatenated."""
     ends: dict[int, str] = {}
-    for layer in backbone.layers:
-        block = re.match(r"block_(\d+)_", layer.name)
-        if block:
-            ends[int(block.group(1))] = layer.name
+    for layer in backbone.layers:  # in graph order, so the last one seen ends the block
+        block = block_index(layer.name)
+        if block is not None:
+            ends[block] = layer.name
     pooled = [
         keras.layers.GlobalAveragePooling2D(name=f"tap_{i}")(backbone.get_layer(name).output)
         for i, name in sorted(ends.items())
@@ -146,6 +157,8 @@ def main() -> None:
     a = p.parse_args()
     keras.utils.set_random_seed(a.seed)
     m = dataset.read_manifest(a.data)
+    if a.multi_layer and a.train_size not in (0, m.image_size):  # before any slow work
+        raise SystemExit("--train-size and --multi-layer do not combine")
     t0 = time.time()
     xtr, ytr = load(a.data, "train", m)
     xva, yva = load(a.data, "validation", m)
@@ -185,8 +198,6 @@ def main() -> None:
     train_size = a.train_size or size
     aug = augmentation(train_size)  # crops are resized to the training side
     scoring = model
-    if train_size != size and a.multi_layer:
-        raise SystemExit("--train-size and --multi-layer do not combine")
     if train_size != size:
         # Same weights, another input side: the convolutions and the pooling do not care.
         model = build_classifier(build_backbone("efficientnet_lite0", train_size), k, 0.2)
@@ -196,13 +207,14 @@ def main() -> None:
         aug, num_parallel_calls=tf.data.AUTOTUNE
     )
     it = iter(ds.batch(a.bs, drop_remainder=True).prefetch(2))
-    set_trainable_top_blocks(model, BACKBONES["efficientnet_lite0"], a.blocks)
+    set_trainable_top_blocks(model, LITE0, a.blocks)
     # One optimiser per rate: Adam divides out any gradient scale, so a layer-wise rate
-    # needs its own optimiser (block i of 16 trains at lr * llrd ** (15 - i)).
+    # needs its own optimiser (block i of n trains at lr * llrd ** (n - 1 - i)).
+    top = len(LITE0.block_prefixes) - 1
     groups: dict[float, list] = {}
     for v in model.trainable_variables:
-        block = re.match(r"block_(\d+)_", v.path.split("/")[-2] if "/" in v.path else "")
-        scale = a.llrd ** (15 - int(block.group(1))) if block else 1.0
+        block = block_index(v.path.split("/")[-2] if "/" in v.path else "")
+        scale = a.llrd ** (top - block) if block is not None else 1.0
         groups.setdefault(scale, []).append(v)
     opts = []
     for scale, variables in sorted(groups.items()):
