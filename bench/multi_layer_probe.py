@@ -26,13 +26,11 @@ from components.common import dataset
 from components.common.probe import fit_probe
 from models.registry import build_backbone
 
-POOLED_WIDTH = 1280  # Lite0's pooled features, the last slice of the taps
-
 
 def feature_slices(widths: list[int]) -> dict[str, slice]:
     """Which columns of the taps each probe sees, from the taps' widths (blocks, pooled)."""
     total, ends = sum(widths), np.cumsum(widths)
-    slices = {"pooled": slice(total - POOLED_WIDTH, total), "all_blocks": slice(0, total)}
+    slices = {"pooled": slice(total - widths[-1], total), "all_blocks": slice(0, total)}
     for first in (8, 12):
         slices[f"blocks_{first}_up"] = slice(int(ends[first - 1]), total)
     return slices
